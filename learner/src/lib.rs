@@ -1,0 +1,1 @@
+//! The learner: training math and the gRPC service rollout workers talk to.

@@ -1,0 +1,1 @@
+//! Generated gRPC code for package `asrl.v1`.
