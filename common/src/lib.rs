@@ -1,1 +1,18 @@
 //! Shared core of asrl-rs, used by both the learner and the rollout workers.
+//!
+//! - [`config`]: every configuration struct, with the paper's defaults documented in one place.
+//! - [`model`]: the Qwen3/Llama decoder, LoRA adapters, HF + GGUF loading, PEFT adapter files.
+//! - [`tokenizer`]: tokenizer and chat template.
+//! - [`generate`]: KV-cached group sampling.
+//! - [`data`]: the live JSONL dataset and its stable split.
+//! - [`reward`]: the paper's format and correctness rewards.
+//! - [`transport`]: gRPC plumbing shared by learner and workers.
+
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod generate;
+pub mod model;
+pub mod reward;
+pub mod tokenizer;
+pub mod transport;

@@ -1,0 +1,10 @@
+//! Every configuration struct of asrl-rs, each with the paper's defaults, in one place.
+//!
+//! Each section is a serde struct with `#[serde(default, deny_unknown_fields)]` so a TOML file
+//! may set any subset of fields and a misspelt field is rejected by name.
+
+mod lora;
+mod sampling;
+
+pub use lora::{LoraConfig, LoraTarget};
+pub use sampling::SamplingParams;
