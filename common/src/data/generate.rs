@@ -458,9 +458,9 @@ fn simple(topic: Topic, rng: &mut ChaCha8Rng) -> Problem {
                     question: format!("How many times does the letter \"{c}\" appear in \"{word}\"?"),
                     steps: vec![
                         format!("Letters: {}.", letters(word)),
-                        format!("\"{c}\" is at position {}.", positions.join(", ")),
+                        format!("\"{c}\" is at position{} {}.", if positions.len() > 1 { "s" } else { "" }, positions.join(", ")),
                     ],
-                    intuition: format!("A short word; \"{c}\" shows up {} time(s).", positions.len()),
+                    intuition: format!("A short word; \"{c}\" is not rare in it."),
                     answer: positions.len().to_string(),
                     state: State::Word(word.to_string()),
                 }
