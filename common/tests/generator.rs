@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use asrl_common::data::generate::{Category, DemoGenerator, Pattern, Topic};
 use asrl_common::data::{approx_token_count, parse_value};
-use asrl_common::reward::{format_ok_strict, CorrectnessMode, CorrectnessReward, RewardFn, RewardInput};
+use asrl_common::reward::{
+    format_ok_strict, CorrectnessMode, CorrectnessReward, RewardFn, RewardInput,
+};
 
 #[test]
 fn deterministic_by_seed_and_resumable() {
@@ -29,9 +31,20 @@ fn mix_matches_the_paper_and_every_example_checks_out() {
         let e = g.example(i);
         *by_category.entry(e.category.name()).or_default() += 1;
         *by_topic.entry(e.topic.name()).or_default() += 1;
-        assert!(format_ok_strict(&e.response), "{}: bad format:\n{}", e.id, e.response);
+        assert!(
+            format_ok_strict(&e.response),
+            "{}: bad format:\n{}",
+            e.id,
+            e.response
+        );
         let input = RewardInput::new(&e.context, &e.response, &e.answer, e.category.name());
-        assert_eq!(correctness.score(&input).unwrap(), 1.0, "{}: {:?}", e.id, e.response);
+        assert_eq!(
+            correctness.score(&input).unwrap(),
+            1.0,
+            "{}: {:?}",
+            e.id,
+            e.response
+        );
         let parsed = parse_value(&e.to_json()).unwrap_or_else(|r| panic!("{}: {r}", e.id));
         assert_eq!(parsed.answer, e.answer);
         assert_eq!(parsed.example_type, e.category.name());
@@ -39,12 +52,22 @@ fn mix_matches_the_paper_and_every_example_checks_out() {
             Category::SimpleQa | Category::ReasoningChain => 1,
             Category::MultiTurn | Category::Mixed => 3,
         };
-        assert_eq!(parsed.messages.len(), expected_turns, "{}: {}", e.id, e.context);
+        assert_eq!(
+            parsed.messages.len(),
+            expected_turns,
+            "{}: {}",
+            e.id,
+            e.context
+        );
         tokens.push(approx_token_count(&parsed));
     }
     for c in Category::ALL {
         let share = by_category[c.name()] as f64 / n as f64;
-        assert!((share - c.percent() as f64 / 100.0).abs() < 0.03, "{}: {share}", c.name());
+        assert!(
+            (share - c.percent() as f64 / 100.0).abs() < 0.03,
+            "{}: {share}",
+            c.name()
+        );
     }
     for t in Topic::ALL {
         assert!(by_topic[t.name()] as f64 / n as f64 > 0.15, "{}", t.name());
@@ -63,5 +86,8 @@ fn patterns_restrict_the_stream() {
         assert_eq!(only_dates.example(i).topic, Topic::Dates);
         assert_eq!(only_multi.example(i).category, Category::MultiTurn);
     }
-    assert_ne!(only_dates.example(0).id, DemoGenerator::new(3, None).example(0).id);
+    assert_ne!(
+        only_dates.example(0).id,
+        DemoGenerator::new(3, None).example(0).id
+    );
 }

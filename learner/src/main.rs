@@ -4,7 +4,11 @@ use asrl_learner::cli;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "asrl-learner", version, about = "The asrl learner: SFT + GRPO on one LoRA adapter.")]
+#[command(
+    name = "asrl-learner",
+    version,
+    about = "The asrl learner: SFT + GRPO on one LoRA adapter."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -9,7 +9,10 @@ use asrl_common::config::DataConfig;
 use asrl_common::data::load;
 
 fn learner(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_asrl-learner")).args(args).output().expect("run asrl-learner")
+    Command::new(env!("CARGO_BIN_EXE_asrl-learner"))
+        .args(args)
+        .output()
+        .expect("run asrl-learner")
 }
 
 fn text(b: &[u8]) -> String {
@@ -19,29 +22,82 @@ fn text(b: &[u8]) -> String {
 fn all_ids(path: &Path) -> Vec<String> {
     let snap = load(path, &DataConfig::default(), &|_| 0).unwrap();
     assert_eq!(snap.report.bad_count(), 0, "{:?}", snap.report.bad_lines);
-    snap.train.iter().chain(&snap.val).chain(&snap.test).map(|e| e.id.clone().unwrap()).collect()
+    snap.train
+        .iter()
+        .chain(&snap.val)
+        .chain(&snap.test)
+        .map(|e| e.id.clone().unwrap())
+        .collect()
 }
 
 #[test]
 fn generate_then_check_a_clean_file() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo.jsonl");
-    let o = learner(&["data", "generate", "--out", out.to_str().unwrap(), "--count", "300", "--seed", "5"]);
+    let o = learner(&[
+        "data",
+        "generate",
+        "--out",
+        out.to_str().unwrap(),
+        "--count",
+        "300",
+        "--seed",
+        "5",
+    ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let o = learner(&["data", "check", out.to_str().unwrap()]);
     let stdout = text(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{stdout}{}", text(&o.stderr));
-    for needle in ["simple_qa", "reasoning_chain", "multi_turn", "mixed", "bad lines: none", "300 read"] {
+    for needle in [
+        "simple_qa",
+        "reasoning_chain",
+        "multi_turn",
+        "mixed",
+        "bad lines: none",
+        "300 read",
+    ] {
         assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
     }
     // Same seed, same bytes; refusing to overwrite without --append.
     let again = dir.path().join("again.jsonl");
-    learner(&["data", "generate", "--out", again.to_str().unwrap(), "--count", "300", "--seed", "5"]);
+    learner(&[
+        "data",
+        "generate",
+        "--out",
+        again.to_str().unwrap(),
+        "--count",
+        "300",
+        "--seed",
+        "5",
+    ]);
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
-    let o = learner(&["data", "generate", "--out", out.to_str().unwrap(), "--count", "5"]);
+    let o = learner(&[
+        "data",
+        "generate",
+        "--out",
+        out.to_str().unwrap(),
+        "--count",
+        "5",
+    ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o.stderr).starts_with("error: "), "{}", text(&o.stderr));
-    let o = learner(&["data", "generate", "--out", out.to_str().unwrap(), "--count", "5", "--start", "300", "--seed", "5", "--append"]);
+    assert!(
+        text(&o.stderr).starts_with("error: "),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = learner(&[
+        "data",
+        "generate",
+        "--out",
+        out.to_str().unwrap(),
+        "--count",
+        "5",
+        "--start",
+        "300",
+        "--seed",
+        "5",
+        "--append",
+    ]);
     assert!(o.status.success());
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 305);
 }
@@ -58,16 +114,37 @@ fn check_reports_bad_lines_and_exit_codes() {
     let o = learner(&["data", "check", path.to_str().unwrap()]);
     let stdout = text(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains(&format!("{}:2: invalid JSON", path.display())), "{stdout}");
-    assert!(stdout.contains(&format!("{}:3: missing field response", path.display())), "{stdout}");
-    assert!(stdout.contains("invalid_json 1, missing_field 1"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{}:2: invalid JSON", path.display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("{}:3: missing field response", path.display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("invalid_json 1, missing_field 1"),
+        "{stdout}"
+    );
     assert!(stdout.contains("greeting"), "{stdout}");
 
     let o = learner(&["data", "check", "/no/such/dataset.jsonl"]);
     assert_eq!(o.status.code(), Some(2));
     let stderr = text(&o.stderr);
-    assert!(stderr.starts_with("error: ") && stderr.contains("/no/such/dataset.jsonl"), "{stderr}");
-    let o = learner(&["data", "generate", "--out", "x.jsonl", "--count", "1", "--pattern", "nonsense"]);
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("/no/such/dataset.jsonl"),
+        "{stderr}"
+    );
+    let o = learner(&[
+        "data",
+        "generate",
+        "--out",
+        "x.jsonl",
+        "--count",
+        "1",
+        "--pattern",
+        "nonsense",
+    ]);
     assert_eq!(o.status.code(), Some(2));
 }
 
@@ -75,18 +152,49 @@ fn check_reports_bad_lines_and_exit_codes() {
 fn check_with_the_real_tokenizer_measures_demo_lengths() {
     let tok = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/qwen3-tokenizer");
     if !tok.join("tokenizer.json").exists() {
-        eprintln!("skipped: {} absent (scripts/fetch-assets.sh)", tok.display());
+        eprintln!(
+            "skipped: {} absent (scripts/fetch-assets.sh)",
+            tok.display()
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo.jsonl");
-    learner(&["data", "generate", "--out", out.to_str().unwrap(), "--count", "1000", "--seed", "1"]);
-    let o = learner(&["data", "check", out.to_str().unwrap(), "--tokenizer", tok.to_str().unwrap(), "--max-seq-len", "150"]);
+    learner(&[
+        "data",
+        "generate",
+        "--out",
+        out.to_str().unwrap(),
+        "--count",
+        "1000",
+        "--seed",
+        "1",
+    ]);
+    let o = learner(&[
+        "data",
+        "check",
+        out.to_str().unwrap(),
+        "--tokenizer",
+        tok.to_str().unwrap(),
+        "--max-seq-len",
+        "150",
+    ]);
     let stdout = text(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{stdout}{}", text(&o.stderr));
-    let line = stdout.lines().find(|l| l.starts_with("tokens per example")).expect("token stats");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("tokens per example"))
+        .expect("token stats");
     eprintln!("{line}");
-    let p90: usize = line.split("p90 ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+    let p90: usize = line
+        .split("p90 ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(p90 <= 130, "{line}");
 }
 
@@ -95,7 +203,17 @@ fn live_appends_survive_sigkill_right_after_acknowledgement() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("live.jsonl");
     let mut child = Command::new(env!("CARGO_BIN_EXE_asrl-learner"))
-        .args(["data", "generate", "--out", out.to_str().unwrap(), "--live", "--rate", "200/s", "--seed", "3"])
+        .args([
+            "data",
+            "generate",
+            "--out",
+            out.to_str().unwrap(),
+            "--live",
+            "--rate",
+            "200/s",
+            "--seed",
+            "3",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -116,8 +234,17 @@ fn live_appends_survive_sigkill_right_after_acknowledgement() {
     // Live mode with --pattern and --duration stops by itself.
     let restricted = dir.path().join("dates.jsonl");
     let o = learner(&[
-        "data", "generate", "--out", restricted.to_str().unwrap(), "--live", "--rate", "50/s",
-        "--duration", "0.2s", "--pattern", "dates",
+        "data",
+        "generate",
+        "--out",
+        restricted.to_str().unwrap(),
+        "--live",
+        "--rate",
+        "50/s",
+        "--duration",
+        "0.2s",
+        "--pattern",
+        "dates",
     ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let content = std::fs::read_to_string(&restricted).unwrap();

@@ -15,17 +15,26 @@ pub struct Message {
 
 impl Message {
     pub fn new(role: &str, content: &str) -> Self {
-        Self { role: role.to_string(), content: content.to_string() }
+        Self {
+            role: role.to_string(),
+            content: content.to_string(),
+        }
     }
 }
 
-const PREFIXES: [(&str, &str); 3] = [("User:", "user"), ("Assistant:", "assistant"), ("System:", "system")];
+const PREFIXES: [(&str, &str); 3] = [
+    ("User:", "user"),
+    ("Assistant:", "assistant"),
+    ("System:", "system"),
+];
 
 /// Splits a context into messages; contents are trimmed, messages left empty are dropped.
 pub fn parse_context(context: &str) -> Vec<Message> {
     let mut messages: Vec<(String, Vec<&str>)> = Vec::new();
     for line in context.lines() {
-        let prefixed = PREFIXES.iter().find_map(|(p, role)| line.strip_prefix(p).map(|rest| (*role, rest)));
+        let prefixed = PREFIXES
+            .iter()
+            .find_map(|(p, role)| line.strip_prefix(p).map(|rest| (*role, rest)));
         match (prefixed, messages.last_mut()) {
             (Some((role, rest)), _) => messages.push((role.to_string(), vec![rest])),
             (None, Some((_, lines))) => lines.push(line),
@@ -34,7 +43,10 @@ pub fn parse_context(context: &str) -> Vec<Message> {
     }
     messages
         .into_iter()
-        .map(|(role, lines)| Message { role, content: lines.join("\n").trim().to_string() })
+        .map(|(role, lines)| Message {
+            role,
+            content: lines.join("\n").trim().to_string(),
+        })
         .filter(|m| !m.content.is_empty())
         .collect()
 }
@@ -61,7 +73,8 @@ mod tests {
 
     #[test]
     fn multi_turn_with_continuations() {
-        let ctx = "System: Be brief.\nUser: What is 2+2?\nAssistant: 4\nUser: And times 3?\nShow steps.";
+        let ctx =
+            "System: Be brief.\nUser: What is 2+2?\nAssistant: 4\nUser: And times 3?\nShow steps.";
         assert_eq!(
             parse_context(ctx),
             vec![
@@ -71,18 +84,30 @@ mod tests {
                 Message::new("user", "And times 3?\nShow steps."),
             ]
         );
-        assert_eq!(parse_context(&format_context(&parse_context(ctx))), parse_context(ctx));
+        assert_eq!(
+            parse_context(&format_context(&parse_context(ctx))),
+            parse_context(ctx)
+        );
     }
 
     #[test]
     fn unprefixed_text_is_one_user_message() {
-        assert_eq!(parse_context("Just a question\nover two lines"), vec![Message::new("user", "Just a question\nover two lines")]);
+        assert_eq!(
+            parse_context("Just a question\nover two lines"),
+            vec![Message::new("user", "Just a question\nover two lines")]
+        );
         assert_eq!(
             parse_context("Preamble\nAssistant: hi"),
-            vec![Message::new("user", "Preamble"), Message::new("assistant", "hi")]
+            vec![
+                Message::new("user", "Preamble"),
+                Message::new("assistant", "hi")
+            ]
         );
         // A prefix only counts at the start of a line.
-        assert_eq!(parse_context("Say User: hi"), vec![Message::new("user", "Say User: hi")]);
+        assert_eq!(
+            parse_context("Say User: hi"),
+            vec![Message::new("user", "Say User: hi")]
+        );
         assert!(parse_context("  \nUser:   \n").is_empty());
     }
 }

@@ -34,7 +34,10 @@ pub enum BadReason {
     #[error("missing field {0}")]
     MissingField(&'static str),
     #[error("field {field}: expected {expected}")]
-    WrongType { field: String, expected: &'static str },
+    WrongType {
+        field: String,
+        expected: &'static str,
+    },
     #[error("has both \"context\" and \"messages\"; use one format")]
     AmbiguousFormat,
     #[error("messages[{index}]: unknown role {role:?} (expected system, user or assistant)")]
@@ -68,11 +71,16 @@ impl BadReason {
 /// Validates one JSONL line (without its newline). `max_bytes` is the line length limit.
 pub fn parse_line(line: &[u8], max_bytes: usize) -> Result<Example, BadReason> {
     if line.len() > max_bytes {
-        return Err(BadReason::LineTooLong { bytes: line.len() as u64, limit: max_bytes });
+        return Err(BadReason::LineTooLong {
+            bytes: line.len() as u64,
+            limit: max_bytes,
+        });
     }
-    let text = std::str::from_utf8(line)
-        .map_err(|e| BadReason::InvalidUtf8 { valid_up_to: e.valid_up_to() })?;
-    let value: Value = serde_json::from_str(text).map_err(|e| BadReason::InvalidJson(e.to_string()))?;
+    let text = std::str::from_utf8(line).map_err(|e| BadReason::InvalidUtf8 {
+        valid_up_to: e.valid_up_to(),
+    })?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| BadReason::InvalidJson(e.to_string()))?;
     parse_value(&value)
 }
 
@@ -86,7 +94,11 @@ pub fn parse_value(value: &Value) -> Result<Example, BadReason> {
         (Some(_), Some(_)) => return Err(BadReason::AmbiguousFormat),
         (Some(context), None) => {
             let context = as_str(context, "context")?;
-            let response = as_str(obj.get("response").ok_or(BadReason::MissingField("response"))?, "response")?;
+            let response = as_str(
+                obj.get("response")
+                    .ok_or(BadReason::MissingField("response"))?,
+                "response",
+            )?;
             (parse_context(context), response.to_string())
         }
         (None, Some(messages)) => chat_messages(messages)?,
@@ -114,11 +126,20 @@ pub fn parse_value(value: &Value) -> Result<Example, BadReason> {
         None | Some(Value::Null) => "unknown".to_string(),
         Some(t) => as_str(t, "type")?.to_string(),
     };
-    Ok(Example { id, messages, response, answer, example_type })
+    Ok(Example {
+        id,
+        messages,
+        response,
+        answer,
+        example_type,
+    })
 }
 
 fn wrong(field: &str, expected: &'static str) -> BadReason {
-    BadReason::WrongType { field: field.to_string(), expected }
+    BadReason::WrongType {
+        field: field.to_string(),
+        expected,
+    }
 }
 
 fn as_str<'a>(v: &'a Value, field: &str) -> Result<&'a str, BadReason> {
@@ -130,14 +151,27 @@ fn chat_messages(v: &Value) -> Result<(Vec<Message>, String), BadReason> {
     let mut messages = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
         let field = |name: &str| format!("messages[{index}].{name}");
-        let obj = item.as_object().ok_or_else(|| wrong(&format!("messages[{index}]"), "an object"))?;
-        let role = obj.get("role").ok_or(BadReason::MissingField("messages[].role"))?;
-        let role = role.as_str().ok_or_else(|| wrong(&field("role"), "a string"))?;
+        let obj = item
+            .as_object()
+            .ok_or_else(|| wrong(&format!("messages[{index}]"), "an object"))?;
+        let role = obj
+            .get("role")
+            .ok_or(BadReason::MissingField("messages[].role"))?;
+        let role = role
+            .as_str()
+            .ok_or_else(|| wrong(&field("role"), "a string"))?;
         if !matches!(role, "system" | "user" | "assistant") {
-            return Err(BadReason::UnknownRole { index, role: role.to_string() });
+            return Err(BadReason::UnknownRole {
+                index,
+                role: role.to_string(),
+            });
         }
-        let content = obj.get("content").ok_or(BadReason::MissingField("messages[].content"))?;
-        let content = content.as_str().ok_or_else(|| wrong(&field("content"), "a string"))?;
+        let content = obj
+            .get("content")
+            .ok_or(BadReason::MissingField("messages[].content"))?;
+        let content = content
+            .as_str()
+            .ok_or_else(|| wrong(&field("content"), "a string"))?;
         messages.push(Message::new(role, content));
     }
     let last = messages.pop().ok_or(BadReason::EmptyPrompt)?;
@@ -234,27 +268,76 @@ mod tests {
 
     #[test]
     fn every_bad_case_has_a_reason() {
-        assert_eq!(parse_line(PAPER.as_bytes(), 20).unwrap_err().kind(), "line_too_long");
-        assert_eq!(parse_line(b"{\"context\":\"\xff\"}", 100).unwrap_err().kind(), "invalid_utf8");
+        assert_eq!(
+            parse_line(PAPER.as_bytes(), 20).unwrap_err().kind(),
+            "line_too_long"
+        );
+        assert_eq!(
+            parse_line(b"{\"context\":\"\xff\"}", 100)
+                .unwrap_err()
+                .kind(),
+            "invalid_utf8"
+        );
         assert_eq!(bad("{\"context\": ").kind(), "invalid_json");
         assert_eq!(bad("[1,2]").kind(), "not_an_object");
         assert_eq!(bad(r#"{"response":"r"}"#).kind(), "missing_field");
-        assert_eq!(bad(r#"{"context":"q"}"#), BadReason::MissingField("response"));
+        assert_eq!(
+            bad(r#"{"context":"q"}"#),
+            BadReason::MissingField("response")
+        );
         assert_eq!(bad(r#"{"context":5,"response":"r"}"#).kind(), "wrong_type");
-        assert_eq!(bad(r#"{"context":"q","response":["r"]}"#).kind(), "wrong_type");
-        assert_eq!(bad(r#"{"context":"q","response":"r","type":3}"#).kind(), "wrong_type");
-        assert_eq!(bad(r#"{"context":"q","response":"r","answer":{}}"#).kind(), "wrong_type");
-        assert_eq!(bad(r#"{"context":"q","response":"r","id":1.5}"#).kind(), "wrong_type");
-        assert_eq!(bad(r#"{"context":"q","response":"  \n"}"#), BadReason::EmptyResponse);
-        assert_eq!(bad(r#"{"context":"User:  ","response":"r"}"#), BadReason::EmptyPrompt);
-        assert_eq!(bad(r#"{"context":"q","messages":[],"response":"r"}"#).kind(), "ambiguous_format");
+        assert_eq!(
+            bad(r#"{"context":"q","response":["r"]}"#).kind(),
+            "wrong_type"
+        );
+        assert_eq!(
+            bad(r#"{"context":"q","response":"r","type":3}"#).kind(),
+            "wrong_type"
+        );
+        assert_eq!(
+            bad(r#"{"context":"q","response":"r","answer":{}}"#).kind(),
+            "wrong_type"
+        );
+        assert_eq!(
+            bad(r#"{"context":"q","response":"r","id":1.5}"#).kind(),
+            "wrong_type"
+        );
+        assert_eq!(
+            bad(r#"{"context":"q","response":"  \n"}"#),
+            BadReason::EmptyResponse
+        );
+        assert_eq!(
+            bad(r#"{"context":"User:  ","response":"r"}"#),
+            BadReason::EmptyPrompt
+        );
+        assert_eq!(
+            bad(r#"{"context":"q","messages":[],"response":"r"}"#).kind(),
+            "ambiguous_format"
+        );
         assert_eq!(bad(r#"{"messages":{}}"#).kind(), "wrong_type");
         assert_eq!(bad(r#"{"messages":[]}"#), BadReason::EmptyPrompt);
-        assert_eq!(bad(r#"{"messages":[{"role":"user","content":"q"}]}"#).kind(), "no_response");
-        assert_eq!(bad(r#"{"messages":[{"role":"assistant","content":"a"}]}"#), BadReason::EmptyPrompt);
-        assert_eq!(bad(r#"{"messages":[{"role":"bot","content":"q"}]}"#).kind(), "unknown_role");
-        assert_eq!(bad(r#"{"messages":[{"role":"user"}]}"#).kind(), "missing_field");
-        assert_eq!(bad(r#"{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":""}]}"#), BadReason::EmptyResponse);
+        assert_eq!(
+            bad(r#"{"messages":[{"role":"user","content":"q"}]}"#).kind(),
+            "no_response"
+        );
+        assert_eq!(
+            bad(r#"{"messages":[{"role":"assistant","content":"a"}]}"#),
+            BadReason::EmptyPrompt
+        );
+        assert_eq!(
+            bad(r#"{"messages":[{"role":"bot","content":"q"}]}"#).kind(),
+            "unknown_role"
+        );
+        assert_eq!(
+            bad(r#"{"messages":[{"role":"user"}]}"#).kind(),
+            "missing_field"
+        );
+        assert_eq!(
+            bad(
+                r#"{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":""}]}"#
+            ),
+            BadReason::EmptyResponse
+        );
         let msg = bad(r#"{"messages":[{"role":"user","content":1}]}"#).to_string();
         assert!(msg.contains("messages[0].content"), "{msg}");
     }

@@ -23,7 +23,12 @@ pub enum Category {
 }
 
 impl Category {
-    pub const ALL: [Category; 4] = [Self::SimpleQa, Self::ReasoningChain, Self::MultiTurn, Self::Mixed];
+    pub const ALL: [Category; 4] = [
+        Self::SimpleQa,
+        Self::ReasoningChain,
+        Self::MultiTurn,
+        Self::Mixed,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -56,7 +61,13 @@ pub enum Topic {
 }
 
 impl Topic {
-    pub const ALL: [Topic; 5] = [Self::Arithmetic, Self::Units, Self::Comparison, Self::Dates, Self::Strings];
+    pub const ALL: [Topic; 5] = [
+        Self::Arithmetic,
+        Self::Units,
+        Self::Comparison,
+        Self::Dates,
+        Self::Strings,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -85,9 +96,15 @@ impl FromStr for Pattern {
         if let Some(t) = Topic::ALL.into_iter().find(|t| t.name() == s) {
             return Ok(Pattern::Topic(t));
         }
-        let names: Vec<&str> =
-            Category::ALL.iter().map(|c| c.name()).chain(Topic::ALL.iter().map(|t| t.name())).collect();
-        Err(format!("unknown pattern {s:?} (one of: {})", names.join(", ")))
+        let names: Vec<&str> = Category::ALL
+            .iter()
+            .map(|c| c.name())
+            .chain(Topic::ALL.iter().map(|t| t.name()))
+            .collect();
+        Err(format!(
+            "unknown pattern {s:?} (one of: {})",
+            names.join(", ")
+        ))
     }
 }
 
@@ -138,7 +155,9 @@ impl DemoGenerator {
 
     /// Example number `index` of this stream.
     pub fn example(&self, index: u64) -> DemoExample {
-        let tag = self.pattern.map_or_else(|| "all".to_string(), |p| p.to_string());
+        let tag = self
+            .pattern
+            .map_or_else(|| "all".to_string(), |p| p.to_string());
         let mut h = Sha256::new();
         h.update(b"asrl-demo-v1\0");
         h.update(self.seed.to_le_bytes());
@@ -177,13 +196,25 @@ impl DemoGenerator {
             Category::MultiTurn => {
                 let first = simple(topic, &mut rng);
                 let p = follow_up(&first, &mut rng);
-                (format!("User: {}\nAssistant: {}\nUser: {}", first.question, first.answer, p.question), p)
+                (
+                    format!(
+                        "User: {}\nAssistant: {}\nUser: {}",
+                        first.question, first.answer, p.question
+                    ),
+                    p,
+                )
             }
             Category::Mixed => {
                 let other = *pick(&mut rng, &Topic::ALL);
                 let earlier = simple(other, &mut rng);
                 let p = simple(topic, &mut rng);
-                (format!("User: {}\nAssistant: {}\nUser: {}", earlier.question, earlier.answer, p.question), p)
+                (
+                    format!(
+                        "User: {}\nAssistant: {}\nUser: {}",
+                        earlier.question, earlier.answer, p.question
+                    ),
+                    p,
+                )
             }
         };
         let response = format!(
@@ -216,7 +247,10 @@ enum State {
     Number(i64),
     /// A quantity: value in thousandths and its unit.
     Quantity(i64, &'static str),
-    Pair { larger: String, smaller: String },
+    Pair {
+        larger: String,
+        smaller: String,
+    },
     Weekday(usize),
     Days(i64),
     Reversed(String),
@@ -227,12 +261,32 @@ fn pick<'a, T>(rng: &mut ChaCha8Rng, items: &'a [T]) -> &'a T {
     &items[rng.random_range(0..items.len())]
 }
 
-const NAMES: [&str; 10] = ["Sam", "Ana", "Leo", "Mia", "Raj", "Eva", "Tom", "Zoe", "Ken", "Ida"];
-const WEEKDAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+const NAMES: [&str; 10] = [
+    "Sam", "Ana", "Leo", "Mia", "Raj", "Eva", "Tom", "Zoe", "Ken", "Ida",
+];
+const WEEKDAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
 /// (name, days); February is never a start month, so leap years never matter.
 const MONTHS: [(&str, i64); 12] = [
-    ("January", 31), ("February", 28), ("March", 31), ("April", 30), ("May", 31), ("June", 30),
-    ("July", 31), ("August", 31), ("September", 30), ("October", 31), ("November", 30), ("December", 31),
+    ("January", 31),
+    ("February", 28),
+    ("March", 31),
+    ("April", 30),
+    ("May", 31),
+    ("June", 30),
+    ("July", 31),
+    ("August", 31),
+    ("September", 30),
+    ("October", 31),
+    ("November", 30),
+    ("December", 31),
 ];
 const WORDS: [&str; 107] = [
     "planet", "garden", "river", "stone", "candle", "window", "orange", "pencil", "forest",
@@ -249,8 +303,14 @@ const WORDS: [&str; 107] = [
     "turtle", "valley", "velvet", "violin", "wallet", "walnut", "wizard", "zebra",
 ];
 /// (big unit, small unit, small units per big unit).
-const UNITS: [(&str, &str, i64); 6] =
-    [("km", "m", 1000), ("m", "cm", 100), ("kg", "g", 1000), ("h", "min", 60), ("min", "s", 60), ("L", "mL", 1000)];
+const UNITS: [(&str, &str, i64); 6] = [
+    ("km", "m", 1000),
+    ("m", "cm", 100),
+    ("kg", "g", 1000),
+    ("h", "min", 60),
+    ("min", "s", 60),
+    ("L", "mL", 1000),
+];
 
 /// `value / scale` as a short decimal: 3500/1000 → "3.5", 2000/1000 → "2".
 fn decimal(value: i64, scale: i64) -> String {
@@ -284,7 +344,10 @@ fn ask(rng: &mut ChaCha8Rng, expression: &str) -> String {
 
 fn capitalize(word: &str) -> String {
     let mut chars = word.chars();
-    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 fn letters(word: &str) -> String {
@@ -300,10 +363,19 @@ fn simple(topic: Topic, rng: &mut ChaCha8Rng) -> Problem {
                 Problem {
                     question: ask(rng, &format!("{a} + {b}")),
                     steps: vec![
-                        format!("Tens: {} + {} = {tens}. Ones: {} + {} = {ones}.", a / 10 * 10, b / 10 * 10, a % 10, b % 10),
+                        format!(
+                            "Tens: {} + {} = {tens}. Ones: {} + {} = {ones}.",
+                            a / 10 * 10,
+                            b / 10 * 10,
+                            a % 10,
+                            b % 10
+                        ),
                         format!("{tens} + {ones} = {}.", a + b),
                     ],
-                    intuition: format!("Two numbers under 100; the sum is near {}.", (a + b + 5) / 10 * 10),
+                    intuition: format!(
+                        "Two numbers under 100; the sum is near {}.",
+                        (a + b + 5) / 10 * 10
+                    ),
                     answer: (a + b).to_string(),
                     state: State::Number(a + b),
                 }
@@ -314,7 +386,10 @@ fn simple(topic: Topic, rng: &mut ChaCha8Rng) -> Problem {
                 let mid = a - b / 10 * 10;
                 Problem {
                     question: ask(rng, &format!("{a} - {b}")),
-                    steps: vec![format!("{a} - {} = {mid}.", b / 10 * 10), format!("{mid} - {} = {}.", b % 10, a - b)],
+                    steps: vec![
+                        format!("{a} - {} = {mid}.", b / 10 * 10),
+                        format!("{mid} - {} = {}.", b % 10, a - b),
+                    ],
                     intuition: format!("Take away the tens, then the ones; a bit under {}.", mid),
                     answer: (a - b).to_string(),
                     state: State::Number(a - b),
@@ -332,7 +407,11 @@ fn simple(topic: Topic, rng: &mut ChaCha8Rng) -> Problem {
                         format!("{a} * {b} = {} * {b} + {} * {b}.", a / 10 * 10, a % 10),
                         format!("{} + {} = {}.", a / 10 * 10 * b, a % 10 * b, a * b),
                     ],
-                    intuition: format!("Close to {} * {b} = {}.", (a + 5) / 10 * 10, (a + 5) / 10 * 10 * b),
+                    intuition: format!(
+                        "Close to {} * {b} = {}.",
+                        (a + 5) / 10 * 10,
+                        (a + 5) / 10 * 10 * b
+                    ),
                     answer: (a * b).to_string(),
                     state: State::Number(a * b),
                 }
@@ -346,7 +425,10 @@ fn simple(topic: Topic, rng: &mut ChaCha8Rng) -> Problem {
             if rng.random_bool(0.5) {
                 Problem {
                     question: format!("Convert {big_value} {big} to {small}."),
-                    steps: vec![format!("1 {big} = {factor} {small}."), format!("{big_value} * {factor} = {small_value}.")],
+                    steps: vec![
+                        format!("1 {big} = {factor} {small}."),
+                        format!("{big_value} * {factor} = {small_value}."),
+                    ],
                     intuition: "Smaller units, so the number grows.".into(),
                     answer: format!("{small_value} {small}"),
                     state: State::Quantity(small_value * 1000, small),
@@ -354,7 +436,10 @@ fn simple(topic: Topic, rng: &mut ChaCha8Rng) -> Problem {
             } else {
                 Problem {
                     question: format!("Convert {small_value} {small} to {big}."),
-                    steps: vec![format!("1 {big} = {factor} {small}."), format!("{small_value} / {factor} = {big_value}.")],
+                    steps: vec![
+                        format!("1 {big} = {factor} {small}."),
+                        format!("{small_value} / {factor} = {big_value}."),
+                    ],
                     intuition: "Bigger units, so the number shrinks.".into(),
                     answer: format!("{big_value} {big}"),
                     state: State::Quantity(tenths * 100, big),
@@ -372,7 +457,13 @@ fn simple(topic: Topic, rng: &mut ChaCha8Rng) -> Problem {
                 let x_larger = t * 10 > h;
                 let cmp = if x_larger { ">" } else { "<" };
                 let steps = vec![format!("{x} = 0.{t}0."), format!("0.{t}0 {cmp} {y}.")];
-                (x, y, x_larger, steps, format!("The tenths digit decides: {t} vs {}.", h / 10))
+                (
+                    x,
+                    y,
+                    x_larger,
+                    steps,
+                    format!("The tenths digit decides: {t} vs {}.", h / 10),
+                )
             } else {
                 // Proper fractions with different values.
                 let (a, b, c, d) = loop {
@@ -385,10 +476,23 @@ fn simple(topic: Topic, rng: &mut ChaCha8Rng) -> Problem {
                 let (x, y) = (format!("{a}/{b}"), format!("{c}/{d}"));
                 let (l, r) = (a * d, c * b);
                 let cmp = if l > r { ">" } else { "<" };
-                let steps = vec![format!("Cross-multiply: {a} * {d} = {l}, {c} * {b} = {r}."), format!("{l} {cmp} {r}.")];
-                (x, y, l > r, steps, "Cross-multiplying compares over a common denominator.".to_string())
+                let steps = vec![
+                    format!("Cross-multiply: {a} * {d} = {l}, {c} * {b} = {r}."),
+                    format!("{l} {cmp} {r}."),
+                ];
+                (
+                    x,
+                    y,
+                    l > r,
+                    steps,
+                    "Cross-multiplying compares over a common denominator.".to_string(),
+                )
             };
-            let (larger, smaller) = if larger_first { (x.clone(), y.clone()) } else { (y.clone(), x.clone()) };
+            let (larger, smaller) = if larger_first {
+                (x.clone(), y.clone())
+            } else {
+                (y.clone(), x.clone())
+            };
             let (p, q) = if rng.random_bool(0.5) { (x, y) } else { (y, x) };
             let mut steps = steps;
             steps.push(format!("So {larger} is larger."));
@@ -406,7 +510,10 @@ fn simple(topic: Topic, rng: &mut ChaCha8Rng) -> Problem {
                 let n = rng.random_range(2..100usize);
                 let end = (start + n) % 7;
                 Problem {
-                    question: format!("What day of the week is {n} days after {}?", WEEKDAYS[start]),
+                    question: format!(
+                        "What day of the week is {n} days after {}?",
+                        WEEKDAYS[start]
+                    ),
                     steps: vec![
                         format!("{n} = {} * 7 + {}.", n / 7, n % 7),
                         format!("{} + {} days = {}.", WEEKDAYS[start], n % 7, WEEKDAYS[end]),
@@ -425,7 +532,10 @@ fn simple(topic: Topic, rng: &mut ChaCha8Rng) -> Problem {
                 Problem {
                     question: format!("How many days are there from {month} {d1} to {next} {d2}?"),
                     steps: vec![
-                        format!("{month} has {len} days: {len} - {d1} = {} days to {month} {len}.", len - d1),
+                        format!(
+                            "{month} has {len} days: {len} - {d1} = {} days to {month} {len}.",
+                            len - d1
+                        ),
                         format!("{} + {d2} = {days}.", len - d1),
                     ],
                     intuition: "About one month, so around 30 days.".into(),
@@ -444,7 +554,10 @@ fn simple(topic: Topic, rng: &mut ChaCha8Rng) -> Problem {
                         1 => format!("Spell \"{word}\" backwards."),
                         _ => format!("Write \"{word}\" in reverse order."),
                     },
-                    steps: vec![format!("Letters: {}.", letters(word)), format!("Backwards: {}.", letters(&reversed))],
+                    steps: vec![
+                        format!("Letters: {}.", letters(word)),
+                        format!("Backwards: {}.", letters(&reversed)),
+                    ],
                     intuition: format!("The last letter, {}, comes first.", &reversed[..1]),
                     answer: reversed.clone(),
                     state: State::Reversed(reversed),
@@ -452,13 +565,23 @@ fn simple(topic: Topic, rng: &mut ChaCha8Rng) -> Problem {
             } else {
                 let chars: Vec<char> = word.chars().collect();
                 let c = *pick(rng, &chars);
-                let positions: Vec<String> =
-                    chars.iter().enumerate().filter(|(_, &x)| x == c).map(|(i, _)| (i + 1).to_string()).collect();
+                let positions: Vec<String> = chars
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &x)| x == c)
+                    .map(|(i, _)| (i + 1).to_string())
+                    .collect();
                 Problem {
-                    question: format!("How many times does the letter \"{c}\" appear in \"{word}\"?"),
+                    question: format!(
+                        "How many times does the letter \"{c}\" appear in \"{word}\"?"
+                    ),
                     steps: vec![
                         format!("Letters: {}.", letters(word)),
-                        format!("\"{c}\" is at position{} {}.", if positions.len() > 1 { "s" } else { "" }, positions.join(", ")),
+                        format!(
+                            "\"{c}\" is at position{} {}.",
+                            if positions.len() > 1 { "s" } else { "" },
+                            positions.join(", ")
+                        ),
                     ],
                     intuition: format!("A short word; \"{c}\" is not rare in it."),
                     answer: positions.len().to_string(),
@@ -473,7 +596,10 @@ fn chain(topic: Topic, rng: &mut ChaCha8Rng) -> Problem {
     match topic {
         Topic::Arithmetic => {
             let name = *pick(rng, &NAMES);
-            let item = *pick(rng, &["pens", "cups", "books", "stamps", "apples", "candles"]);
+            let item = *pick(
+                rng,
+                &["pens", "cups", "books", "stamps", "apples", "candles"],
+            );
             let (price, n) = (rng.random_range(2..16i64), rng.random_range(2..10i64));
             let cost = price * n;
             let paid = (cost / 10 + 1) * 10 + 10 * rng.random_range(0..3i64);
@@ -494,8 +620,13 @@ fn chain(topic: Topic, rng: &mut ChaCha8Rng) -> Problem {
             let total = lap * n;
             let km = decimal(total, 1000);
             Problem {
-                question: format!("A lap of the track is {lap} m. {name} runs {n} laps. How many km is that?"),
-                steps: vec![format!("{n} * {lap} = {total} m."), format!("{total} / 1000 = {km} km.")],
+                question: format!(
+                    "A lap of the track is {lap} m. {name} runs {n} laps. How many km is that?"
+                ),
+                steps: vec![
+                    format!("{n} * {lap} = {total} m."),
+                    format!("{total} / 1000 = {km} km."),
+                ],
                 intuition: format!("{n} laps of {lap} m is a few km at most."),
                 answer: format!("{km} km"),
                 state: State::Quantity(total, "m"),
@@ -508,7 +639,11 @@ fn chain(topic: Topic, rng: &mut ChaCha8Rng) -> Problem {
                 c += 1;
             }
             let (ann, ben) = (a * b, c * d);
-            let (winner, loser) = if ann > ben { ("Ann", "Ben") } else { ("Ben", "Ann") };
+            let (winner, loser) = if ann > ben {
+                ("Ann", "Ben")
+            } else {
+                ("Ben", "Ann")
+            };
             Problem {
                 question: format!("Ann has {a} boxes of {b} apples. Ben has {c} boxes of {d} apples. Who has more apples?"),
                 steps: vec![
@@ -527,11 +662,19 @@ fn chain(topic: Topic, rng: &mut ChaCha8Rng) -> Problem {
             let n = rng.random_range(2..60usize);
             let end = (tomorrow + n) % 7;
             Problem {
-                question: format!("Today is {}. What day of the week is it {n} days after tomorrow?", WEEKDAYS[today]),
+                question: format!(
+                    "Today is {}. What day of the week is it {n} days after tomorrow?",
+                    WEEKDAYS[today]
+                ),
                 steps: vec![
                     format!("Tomorrow is {}.", WEEKDAYS[tomorrow]),
                     format!("{n} = {} * 7 + {}.", n / 7, n % 7),
-                    format!("{} + {} days = {}.", WEEKDAYS[tomorrow], n % 7, WEEKDAYS[end]),
+                    format!(
+                        "{} + {} days = {}.",
+                        WEEKDAYS[tomorrow],
+                        n % 7,
+                        WEEKDAYS[end]
+                    ),
                 ],
                 intuition: "Only the days left over after whole weeks matter.".into(),
                 answer: WEEKDAYS[end].into(),
@@ -544,7 +687,9 @@ fn chain(topic: Topic, rng: &mut ChaCha8Rng) -> Problem {
                 let other = *pick(rng, &WORDS);
                 let (n1, n2) = (word.chars().count(), other.chars().count());
                 return Problem {
-                    question: format!("How many letters do \"{word}\" and \"{other}\" have together?"),
+                    question: format!(
+                        "How many letters do \"{word}\" and \"{other}\" have together?"
+                    ),
                     steps: vec![
                         format!("{word}: {}, so {n1}.", letters(word)),
                         format!("{other}: {}, so {n2}.", letters(other)),
@@ -559,13 +704,17 @@ fn chain(topic: Topic, rng: &mut ChaCha8Rng) -> Problem {
             let k = rng.random_range(2..5usize);
             let head: String = reversed.chars().take(k).collect();
             Problem {
-                question: format!("Reverse the word \"{word}\" and keep only the first {k} letters."),
+                question: format!(
+                    "Reverse the word \"{word}\" and keep only the first {k} letters."
+                ),
                 steps: vec![
                     format!("Letters: {}.", letters(word)),
                     format!("Reversed: {reversed}."),
                     format!("First {k}: {head}."),
                 ],
-                intuition: format!("The first {k} of the reverse are the last {k} of \"{word}\", backwards."),
+                intuition: format!(
+                    "The first {k} of the reverse are the last {k} of \"{word}\", backwards."
+                ),
                 answer: head.clone(),
                 state: State::Reversed(head),
             }
@@ -579,12 +728,19 @@ fn follow_up(first: &Problem, rng: &mut ChaCha8Rng) -> Problem {
             let k = rng.random_range(2..20i64);
             let (question, op, result) = match rng.random_range(0..3) {
                 0 => (format!("Now add {k} to that."), format!("{n} + {k}"), n + k),
-                1 => (format!("Now subtract {k} from that."), format!("{n} - {k}"), n - k),
+                1 => (
+                    format!("Now subtract {k} from that."),
+                    format!("{n} - {k}"),
+                    n - k,
+                ),
                 _ => ("Now double that.".to_string(), format!("2 * {n}"), 2 * n),
             };
             Problem {
                 question,
-                steps: vec![format!("The previous result is {n}."), format!("{op} = {result}.")],
+                steps: vec![
+                    format!("The previous result is {n}."),
+                    format!("{op} = {result}."),
+                ],
                 intuition: "Start from the last answer.".into(),
                 answer: result.to_string(),
                 state: State::Number(result),
@@ -595,7 +751,10 @@ fn follow_up(first: &Problem, rng: &mut ChaCha8Rng) -> Problem {
             let doubled = decimal(2 * thousandths, 1000);
             Problem {
                 question: "What is twice that amount?".into(),
-                steps: vec![format!("The amount was {value} {unit}."), format!("2 * {value} = {doubled}.")],
+                steps: vec![
+                    format!("The amount was {value} {unit}."),
+                    format!("2 * {value} = {doubled}."),
+                ],
                 intuition: "Same unit, the number doubles.".into(),
                 answer: format!("{doubled} {unit}"),
                 state: State::Quantity(2 * thousandths, unit),
@@ -603,10 +762,16 @@ fn follow_up(first: &Problem, rng: &mut ChaCha8Rng) -> Problem {
         }
         State::Pair { larger, smaller } => Problem {
             question: "And which is smaller?".into(),
-            steps: vec![format!("{larger} was the larger one."), format!("So {smaller} is smaller.")],
+            steps: vec![
+                format!("{larger} was the larger one."),
+                format!("So {smaller} is smaller."),
+            ],
             intuition: "Of two, the one that is not larger.".into(),
             answer: smaller.clone(),
-            state: State::Pair { larger: smaller.clone(), smaller: larger.clone() },
+            state: State::Pair {
+                larger: smaller.clone(),
+                smaller: larger.clone(),
+            },
         },
         State::Weekday(day) => {
             let n = rng.random_range(2..15usize);
@@ -633,7 +798,10 @@ fn follow_up(first: &Problem, rng: &mut ChaCha8Rng) -> Problem {
             let upper = text.to_uppercase();
             Problem {
                 question: "Now write that in capital letters.".into(),
-                steps: vec![format!("The previous answer is {text}."), format!("In capitals: {upper}.")],
+                steps: vec![
+                    format!("The previous answer is {text}."),
+                    format!("In capitals: {upper}."),
+                ],
                 intuition: "Same letters, upper case.".into(),
                 answer: upper.clone(),
                 state: State::Word(upper),
@@ -643,7 +811,10 @@ fn follow_up(first: &Problem, rng: &mut ChaCha8Rng) -> Problem {
             let len = word.chars().count();
             Problem {
                 question: "And how many letters does the word have in total?".into(),
-                steps: vec![format!("Letters: {}.", letters(word)), format!("That is {len} letters.")],
+                steps: vec![
+                    format!("Letters: {}.", letters(word)),
+                    format!("That is {len} letters."),
+                ],
                 intuition: "A short word, around six letters.".into(),
                 answer: len.to_string(),
                 state: State::Number(len as i64),
@@ -667,7 +838,10 @@ mod tests {
 
     #[test]
     fn patterns_parse() {
-        assert_eq!("multi_turn".parse::<Pattern>(), Ok(Pattern::Category(Category::MultiTurn)));
+        assert_eq!(
+            "multi_turn".parse::<Pattern>(),
+            Ok(Pattern::Category(Category::MultiTurn))
+        );
         assert_eq!("dates".parse::<Pattern>(), Ok(Pattern::Topic(Topic::Dates)));
         assert!("nope".parse::<Pattern>().unwrap_err().contains("simple_qa"));
     }

@@ -114,7 +114,11 @@ impl Snapshot {
             None => format!("{} train examples", thousands(now)),
             Some(prev) => {
                 let delta = now as i64 - prev.train as i64;
-                format!("{} → {} train examples, {delta:+}", thousands(prev.train), thousands(now))
+                format!(
+                    "{} → {} train examples, {delta:+}",
+                    thousands(prev.train),
+                    thousands(now)
+                )
             }
         }
     }
@@ -125,7 +129,7 @@ pub fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -147,7 +151,10 @@ pub struct LiveDataset {
 impl LiveDataset {
     /// `config.path` is ignored: the source is given explicitly.
     pub fn new(source: &Path, config: &DataConfig) -> Result<Self, DataError> {
-        std::fs::metadata(source).map_err(|e| DataError::Io { path: source.to_path_buf(), source: e })?;
+        std::fs::metadata(source).map_err(|e| DataError::Io {
+            path: source.to_path_buf(),
+            source: e,
+        })?;
         Ok(Self {
             source: source.to_path_buf(),
             fractions: SplitFractions::new(config.train_fraction, config.val_fraction)?,
@@ -160,7 +167,10 @@ impl LiveDataset {
 
     /// From `config.path` (required).
     pub fn from_config(config: &DataConfig) -> Result<Self, DataError> {
-        let path = config.path.as_deref().ok_or_else(|| DataError::Config("data.path is not set".into()))?;
+        let path = config
+            .path
+            .as_deref()
+            .ok_or_else(|| DataError::Config("data.path is not set".into()))?;
         Self::new(path, config)
     }
 
@@ -170,8 +180,15 @@ impl LiveDataset {
 
     /// Re-reads the source. `count_tokens` gives an example's prompt + response length in the
     /// model's tokens (examples over `max_seq_len` are filtered).
-    pub fn snapshot(&mut self, count_tokens: &dyn Fn(&Example) -> usize) -> Result<Snapshot, DataError> {
-        let mut report = DataReport { source: self.source.clone(), max_seq_len: self.max_seq_len, ..Default::default() };
+    pub fn snapshot(
+        &mut self,
+        count_tokens: &dyn Fn(&Example) -> usize,
+    ) -> Result<Snapshot, DataError> {
+        let mut report = DataReport {
+            source: self.source.clone(),
+            max_seq_len: self.max_seq_len,
+            ..Default::default()
+        };
         let mut seen = HashSet::new();
         let (mut train, mut val, mut test) = (Vec::new(), Vec::new(), Vec::new());
         report.files = list_files(&self.source)?;
@@ -188,7 +205,11 @@ impl LiveDataset {
                     Err(reason) => {
                         *report.bad_by_reason.entry(reason.kind()).or_default() += 1;
                         if report.bad_lines.len() < self.max_reported_bad_lines {
-                            report.bad_lines.push(BadLine { file: file.clone(), line, reason });
+                            report.bad_lines.push(BadLine {
+                                file: file.clone(),
+                                line,
+                                reason,
+                            });
                         } else {
                             report.bad_lines_omitted += 1;
                         }
@@ -205,7 +226,11 @@ impl LiveDataset {
                 }
                 let split = self.fractions.split_of(&example);
                 report.counts.add(split);
-                report.by_type.entry(example.example_type.clone()).or_default().add(split);
+                report
+                    .by_type
+                    .entry(example.example_type.clone())
+                    .or_default()
+                    .add(split);
                 match split {
                     Split::Train => train.push(example),
                     Split::Val => val.push(example),
@@ -214,6 +239,12 @@ impl LiveDataset {
             }
         }
         let previous = self.previous.replace(report.counts);
-        Ok(Snapshot { train, val, test, report, previous })
+        Ok(Snapshot {
+            train,
+            val,
+            test,
+            report,
+            previous,
+        })
     }
 }

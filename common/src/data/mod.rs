@@ -27,7 +27,10 @@ use crate::config::DataConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}: not a file or a directory")]
     NotFileOrDir(PathBuf),
     #[error("data config: {0}")]
@@ -39,18 +42,31 @@ pub enum DataError {
 /// Where live additions go: `path` itself, or `path/live_file` when `path` is a directory.
 pub fn live_append_path(config: &DataConfig) -> Option<PathBuf> {
     let path = config.path.as_deref()?;
-    Some(if path.is_dir() { path.join(&config.live_file) } else { path.to_path_buf() })
+    Some(if path.is_dir() {
+        path.join(&config.live_file)
+    } else {
+        path.to_path_buf()
+    })
 }
 
 /// A tokenizer-free length estimate (about 3 bytes per token plus 4 per message for chat
 /// markup), on the long side so filtering errs towards dropping. Use the real tokenizer when
 /// one is loaded.
 pub fn approx_token_count(example: &Example) -> usize {
-    let bytes: usize = example.messages.iter().map(|m| m.content.len()).sum::<usize>() + example.response.len();
+    let bytes: usize = example
+        .messages
+        .iter()
+        .map(|m| m.content.len())
+        .sum::<usize>()
+        + example.response.len();
     bytes.div_ceil(3) + 4 * (example.messages.len() + 1)
 }
 
 /// Reads a source once (a [`LiveDataset`]'s first snapshot).
-pub fn load(source: &Path, config: &DataConfig, count_tokens: &dyn Fn(&Example) -> usize) -> Result<Snapshot, DataError> {
+pub fn load(
+    source: &Path,
+    config: &DataConfig,
+    count_tokens: &dyn Fn(&Example) -> usize,
+) -> Result<Snapshot, DataError> {
     LiveDataset::new(source, config)?.snapshot(count_tokens)
 }

@@ -21,7 +21,10 @@ pub(crate) struct ScannedFile {
 /// The JSONL files of a source: the file itself, or the `*.jsonl` files of a directory in name
 /// order (hidden files skipped, no recursion).
 pub(crate) fn list_files(source: &Path) -> Result<Vec<PathBuf>, DataError> {
-    let io_err = |source_err| DataError::Io { path: source.to_path_buf(), source: source_err };
+    let io_err = |source_err| DataError::Io {
+        path: source.to_path_buf(),
+        source: source_err,
+    };
     let meta = std::fs::metadata(source).map_err(io_err)?;
     if meta.is_file() {
         return Ok(vec![source.to_path_buf()]);
@@ -42,12 +45,22 @@ pub(crate) fn list_files(source: &Path) -> Result<Vec<PathBuf>, DataError> {
 }
 
 pub(crate) fn scan_file(path: &Path, max_line_bytes: usize) -> Result<ScannedFile, DataError> {
-    let file = File::open(path).map_err(|e| DataError::Io { path: path.to_path_buf(), source: e })?;
-    scan_reader(BufReader::with_capacity(1 << 16, file), max_line_bytes)
-        .map_err(|e| DataError::Io { path: path.to_path_buf(), source: e })
+    let file = File::open(path).map_err(|e| DataError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    scan_reader(BufReader::with_capacity(1 << 16, file), max_line_bytes).map_err(|e| {
+        DataError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }
+    })
 }
 
-pub(crate) fn scan_reader<R: BufRead>(mut reader: R, max_line_bytes: usize) -> io::Result<ScannedFile> {
+pub(crate) fn scan_reader<R: BufRead>(
+    mut reader: R,
+    max_line_bytes: usize,
+) -> io::Result<ScannedFile> {
     let mut out = ScannedFile::default();
     let mut line = Vec::new();
     let mut len: u64 = 0; // full length of the current line, even past what `line` keeps
@@ -65,7 +78,9 @@ pub(crate) fn scan_reader<R: BufRead>(mut reader: R, max_line_bytes: usize) -> i
             Some(i) => (&buf[..i], true),
             None => (buf, false),
         };
-        let keep = (max_line_bytes as u64 + 1).saturating_sub(len).min(chunk.len() as u64) as usize;
+        let keep = (max_line_bytes as u64 + 1)
+            .saturating_sub(len)
+            .min(chunk.len() as u64) as usize;
         line.extend_from_slice(&chunk[..keep]);
         len += chunk.len() as u64;
         let consumed = chunk.len() + usize::from(complete);
@@ -89,7 +104,13 @@ fn strip_cr(line: &[u8], len: u64) -> (&[u8], u64) {
 fn finish_line(out: &mut ScannedFile, number: usize, line: &[u8], len: u64, max: usize) {
     let (line, len) = strip_cr(line, len);
     if len > max as u64 {
-        out.lines.push((number, Err(BadReason::LineTooLong { bytes: len, limit: max })));
+        out.lines.push((
+            number,
+            Err(BadReason::LineTooLong {
+                bytes: len,
+                limit: max,
+            }),
+        ));
     } else if line.iter().all(u8::is_ascii_whitespace) {
         out.blank_lines += 1;
     } else {
@@ -140,7 +161,13 @@ mod tests {
         let text = format!("{OK}\n{long}\n{OK}\n");
         let s = scan(text.as_bytes(), 100);
         assert_eq!(s.lines.len(), 3);
-        assert_eq!(s.lines[1].1, Err(BadReason::LineTooLong { bytes: long.len() as u64, limit: 100 }));
+        assert_eq!(
+            s.lines[1].1,
+            Err(BadReason::LineTooLong {
+                bytes: long.len() as u64,
+                limit: 100
+            })
+        );
         assert!(s.lines[2].1.is_ok());
     }
 

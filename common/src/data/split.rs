@@ -59,6 +59,9 @@ impl SplitFractions {
 
 impl Default for SplitFractions {
     fn default() -> Self {
-        Self { train: 0.8, val: 0.1 }
+        Self {
+            train: 0.8,
+            val: 0.1,
+        }
     }
 }

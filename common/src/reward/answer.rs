@@ -21,7 +21,11 @@ pub fn final_answer(response: &str) -> &str {
 /// Answer normalisation for comparisons: trim, collapse whitespace runs to one space,
 /// lowercase, drop one trailing period.
 pub fn normalize_answer(text: &str) -> String {
-    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+    let collapsed = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase();
     match collapsed.strip_suffix('.') {
         Some(stripped) => stripped.trim_end().to_string(),
         None => collapsed,
@@ -39,12 +43,18 @@ mod tests {
         assert_eq!(final_answer("  just text "), "just text");
         assert_eq!(final_answer("<|thinking|>\n[LOGIC]the answer is 4"), "");
         // Several blocks: the answer follows the last one.
-        assert_eq!(final_answer("<|thinking|>a<|/thinking|>x<|thinking|>b<|/thinking|> y"), "y");
+        assert_eq!(
+            final_answer("<|thinking|>a<|/thinking|>x<|thinking|>b<|/thinking|> y"),
+            "y"
+        );
     }
 
     #[test]
     fn normalisation() {
-        assert_eq!(normalize_answer("  The   Answer\tIS 4. "), "the answer is 4");
+        assert_eq!(
+            normalize_answer("  The   Answer\tIS 4. "),
+            "the answer is 4"
+        );
         assert_eq!(normalize_answer("3.5"), "3.5");
         assert_eq!(normalize_answer("Paris."), "paris");
         assert_eq!(normalize_answer(""), "");

@@ -25,7 +25,12 @@ struct CorrectnessParams {
 
 impl Default for CorrectnessParams {
     fn default() -> Self {
-        Self { mode: CorrectnessMode::FinalAnswer, exact: 1.0, contained: 0.5, wrong: -0.5 }
+        Self {
+            mode: CorrectnessMode::FinalAnswer,
+            exact: 1.0,
+            contained: 0.5,
+            wrong: -0.5,
+        }
     }
 }
 
@@ -43,12 +48,24 @@ pub struct CorrectnessReward {
 impl CorrectnessReward {
     pub fn new(mode: CorrectnessMode) -> Self {
         let p = CorrectnessParams::default();
-        Self { mode, exact: p.exact, contained: p.contained, wrong: p.wrong }
+        Self {
+            mode,
+            exact: p.exact,
+            contained: p.contained,
+            wrong: p.wrong,
+        }
     }
 
-    pub fn from_params(params: &serde_json::Map<String, serde_json::Value>) -> Result<Self, RewardError> {
+    pub fn from_params(
+        params: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, RewardError> {
         let p: CorrectnessParams = parse_params("correctness", params)?;
-        Ok(Self { mode: p.mode, exact: p.exact, contained: p.contained, wrong: p.wrong })
+        Ok(Self {
+            mode: p.mode,
+            exact: p.exact,
+            contained: p.contained,
+            wrong: p.wrong,
+        })
     }
 }
 
@@ -60,7 +77,9 @@ impl RewardFn for CorrectnessReward {
     fn score(&self, input: &RewardInput<'_>) -> Result<f64, RewardError> {
         let answer = normalize_answer(input.answer);
         if answer.is_empty() {
-            return Err(RewardError::MissingAnswer { reward: self.name().to_string() });
+            return Err(RewardError::MissingAnswer {
+                reward: self.name().to_string(),
+            });
         }
         let predicted = match self.mode {
             CorrectnessMode::FinalAnswer => normalize_answer(final_answer(input.completion)),
@@ -81,7 +100,9 @@ mod tests {
     use super::*;
 
     fn score(mode: CorrectnessMode, completion: &str, answer: &str) -> f64 {
-        CorrectnessReward::new(mode).score(&RewardInput::new("q", completion, answer, "t")).unwrap()
+        CorrectnessReward::new(mode)
+            .score(&RewardInput::new("q", completion, answer, "t"))
+            .unwrap()
     }
 
     const THINK: &str = "<|thinking|>\n[LOGIC]47 + 38 = 85[/LOGIC]\n[INTUITION]near 90[/INTUITION]\n<|/thinking|>\n";
@@ -91,7 +112,14 @@ mod tests {
         let fa = CorrectnessMode::FinalAnswer;
         assert_eq!(score(fa, &format!("{THINK}85"), "85"), 1.0);
         assert_eq!(score(fa, &format!("{THINK}  85.  "), "85"), 1.0);
-        assert_eq!(score(fa, &format!("{THINK}The Answer is\n85."), "the answer is 85"), 1.0);
+        assert_eq!(
+            score(
+                fa,
+                &format!("{THINK}The Answer is\n85."),
+                "the answer is 85"
+            ),
+            1.0
+        );
         assert_eq!(score(fa, &format!("{THINK}The sum is 85."), "85"), 0.5);
         assert_eq!(score(fa, &format!("{THINK}84"), "85"), -0.5);
         // The thinking block mentions 85 but the final answer does not: no credit.

@@ -15,17 +15,35 @@ pub const INTUITION_CLOSE: &str = "[/INTUITION]";
 /// then `[INTUITION]` non-empty `[/INTUITION]` (only whitespace between the pieces), and no
 /// tag appears anywhere else: repeated, nested, unclosed or reordered tags fail.
 pub fn format_ok_strict(text: &str) -> bool {
-    const TAGS: [&str; 6] =
-        [THINK_OPEN, THINK_CLOSE, LOGIC_OPEN, LOGIC_CLOSE, INTUITION_OPEN, INTUITION_CLOSE];
+    const TAGS: [&str; 6] = [
+        THINK_OPEN,
+        THINK_CLOSE,
+        LOGIC_OPEN,
+        LOGIC_CLOSE,
+        INTUITION_OPEN,
+        INTUITION_CLOSE,
+    ];
     if TAGS.iter().any(|tag| text.matches(tag).count() != 1) {
         return false;
     }
-    let Some(rest) = text.trim_start().strip_prefix(THINK_OPEN) else { return false };
-    let Some((block, _answer)) = rest.split_once(THINK_CLOSE) else { return false };
-    let Some(rest) = block.trim_start().strip_prefix(LOGIC_OPEN) else { return false };
-    let Some((logic, rest)) = rest.split_once(LOGIC_CLOSE) else { return false };
-    let Some(rest) = rest.trim_start().strip_prefix(INTUITION_OPEN) else { return false };
-    let Some((intuition, tail)) = rest.split_once(INTUITION_CLOSE) else { return false };
+    let Some(rest) = text.trim_start().strip_prefix(THINK_OPEN) else {
+        return false;
+    };
+    let Some((block, _answer)) = rest.split_once(THINK_CLOSE) else {
+        return false;
+    };
+    let Some(rest) = block.trim_start().strip_prefix(LOGIC_OPEN) else {
+        return false;
+    };
+    let Some((logic, rest)) = rest.split_once(LOGIC_CLOSE) else {
+        return false;
+    };
+    let Some(rest) = rest.trim_start().strip_prefix(INTUITION_OPEN) else {
+        return false;
+    };
+    let Some((intuition, tail)) = rest.split_once(INTUITION_CLOSE) else {
+        return false;
+    };
     !logic.trim().is_empty() && !intuition.trim().is_empty() && tail.trim().is_empty()
 }
 
@@ -33,7 +51,8 @@ pub fn format_ok_strict(text: &str) -> bool {
 /// by `[/INTUITION]`, anywhere in the text, in any order.
 pub fn format_ok_lenient(text: &str) -> bool {
     let pair = |open: &str, close: &str| {
-        text.find(open).is_some_and(|start| text[start + open.len()..].contains(close))
+        text.find(open)
+            .is_some_and(|start| text[start + open.len()..].contains(close))
     };
     pair(LOGIC_OPEN, LOGIC_CLOSE) && pair(INTUITION_OPEN, INTUITION_CLOSE)
 }
@@ -55,7 +74,11 @@ struct FormatParams {
 
 impl Default for FormatParams {
     fn default() -> Self {
-        Self { mode: FormatMode::Strict, ok: 1.0, not_ok: -1.0 }
+        Self {
+            mode: FormatMode::Strict,
+            ok: 1.0,
+            not_ok: -1.0,
+        }
     }
 }
 
@@ -69,12 +92,22 @@ pub struct FormatReward {
 
 impl FormatReward {
     pub fn new(mode: FormatMode) -> Self {
-        Self { mode, ok: 1.0, not_ok: -1.0 }
+        Self {
+            mode,
+            ok: 1.0,
+            not_ok: -1.0,
+        }
     }
 
-    pub fn from_params(params: &serde_json::Map<String, serde_json::Value>) -> Result<Self, RewardError> {
+    pub fn from_params(
+        params: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, RewardError> {
         let p: FormatParams = parse_params("format", params)?;
-        Ok(Self { mode: p.mode, ok: p.ok, not_ok: p.not_ok })
+        Ok(Self {
+            mode: p.mode,
+            ok: p.ok,
+            not_ok: p.not_ok,
+        })
     }
 }
 
@@ -111,7 +144,10 @@ mod tests {
     #[test]
     fn missing_blocks_fail_both() {
         assert_eq!(both("6"), (false, false));
-        assert_eq!(both("<|thinking|>\n[LOGIC]x[/LOGIC]\n<|/thinking|>\n6"), (false, false));
+        assert_eq!(
+            both("<|thinking|>\n[LOGIC]x[/LOGIC]\n<|/thinking|>\n6"),
+            (false, false)
+        );
         assert_eq!(both("[INTUITION]x[/INTUITION]"), (false, false));
     }
 
@@ -121,55 +157,98 @@ mod tests {
             both("<|thinking|>\n[LOGIC]a\n[INTUITION]b[/INTUITION]\n<|/thinking|>\n6"),
             (false, false)
         );
-        assert_eq!(both("<|thinking|>\n[LOGIC]a[/LOGIC]\n[INTUITION]b\n<|/thinking|>\n6"), (false, false));
+        assert_eq!(
+            both("<|thinking|>\n[LOGIC]a[/LOGIC]\n[INTUITION]b\n<|/thinking|>\n6"),
+            (false, false)
+        );
         // Blocks closed but not the thinking block: lenient (paper) passes, strict fails.
-        assert_eq!(both("<|thinking|>\n[LOGIC]a[/LOGIC]\n[INTUITION]b[/INTUITION]\n6"), (false, true));
-        assert_eq!(both("[LOGIC]a[/LOGIC][INTUITION]b[/INTUITION]<|/thinking|>6"), (false, true));
+        assert_eq!(
+            both("<|thinking|>\n[LOGIC]a[/LOGIC]\n[INTUITION]b[/INTUITION]\n6"),
+            (false, true)
+        );
+        assert_eq!(
+            both("[LOGIC]a[/LOGIC][INTUITION]b[/INTUITION]<|/thinking|>6"),
+            (false, true)
+        );
     }
 
     #[test]
     fn wrong_order() {
         let swapped = "<|thinking|>\n[INTUITION]b[/INTUITION]\n[LOGIC]a[/LOGIC]\n<|/thinking|>\n6";
         assert_eq!(both(swapped), (false, true));
-        let close_before_open = "<|thinking|>[/LOGIC]a[LOGIC][INTUITION]b[/INTUITION]<|/thinking|>6";
+        let close_before_open =
+            "<|thinking|>[/LOGIC]a[LOGIC][INTUITION]b[/INTUITION]<|/thinking|>6";
         assert!(!format_ok_strict(close_before_open));
-        assert!(!format_ok_strict("<|/thinking|>[LOGIC]a[/LOGIC][INTUITION]b[/INTUITION]<|thinking|>6"));
+        assert!(!format_ok_strict(
+            "<|/thinking|>[LOGIC]a[/LOGIC][INTUITION]b[/INTUITION]<|thinking|>6"
+        ));
     }
 
     #[test]
     fn empty_blocks_and_stray_text_fail_strict() {
-        assert!(!format_ok_strict("<|thinking|>[LOGIC] [/LOGIC][INTUITION]b[/INTUITION]<|/thinking|>6"));
-        assert!(!format_ok_strict("<|thinking|>[LOGIC]a[/LOGIC][INTUITION]\n[/INTUITION]<|/thinking|>6"));
-        assert!(!format_ok_strict("<|thinking|>x[LOGIC]a[/LOGIC][INTUITION]b[/INTUITION]<|/thinking|>6"));
-        assert!(!format_ok_strict("<|thinking|>[LOGIC]a[/LOGIC]x[INTUITION]b[/INTUITION]<|/thinking|>6"));
-        assert!(!format_ok_strict("<|thinking|>[LOGIC]a[/LOGIC][INTUITION]b[/INTUITION]x<|/thinking|>6"));
-        assert!(!format_ok_strict("preamble <|thinking|>[LOGIC]a[/LOGIC][INTUITION]b[/INTUITION]<|/thinking|>6"));
+        assert!(!format_ok_strict(
+            "<|thinking|>[LOGIC] [/LOGIC][INTUITION]b[/INTUITION]<|/thinking|>6"
+        ));
+        assert!(!format_ok_strict(
+            "<|thinking|>[LOGIC]a[/LOGIC][INTUITION]\n[/INTUITION]<|/thinking|>6"
+        ));
+        assert!(!format_ok_strict(
+            "<|thinking|>x[LOGIC]a[/LOGIC][INTUITION]b[/INTUITION]<|/thinking|>6"
+        ));
+        assert!(!format_ok_strict(
+            "<|thinking|>[LOGIC]a[/LOGIC]x[INTUITION]b[/INTUITION]<|/thinking|>6"
+        ));
+        assert!(!format_ok_strict(
+            "<|thinking|>[LOGIC]a[/LOGIC][INTUITION]b[/INTUITION]x<|/thinking|>6"
+        ));
+        assert!(!format_ok_strict(
+            "preamble <|thinking|>[LOGIC]a[/LOGIC][INTUITION]b[/INTUITION]<|/thinking|>6"
+        ));
     }
 
     #[test]
     fn tag_spam_earns_at_most_plus_one() {
         let spam = "[LOGIC][/LOGIC]".repeat(50) + &"[INTUITION][/INTUITION]".repeat(50);
         let spam_in_block = format!("<|thinking|>\n{spam}\n<|/thinking|>\n6");
-        let nested = "<|thinking|>[LOGIC]a[LOGIC]b[/LOGIC][/LOGIC][INTUITION]c[/INTUITION]<|/thinking|>6";
+        let nested =
+            "<|thinking|>[LOGIC]a[LOGIC]b[/LOGIC][/LOGIC][INTUITION]c[/INTUITION]<|/thinking|>6";
         let inside = "<|thinking|>[LOGIC]a[INTUITION]b[/INTUITION][/LOGIC]<|/thinking|>6";
         let repeated_after = format!("{PAPER}\n[LOGIC]more[/LOGIC][INTUITION]more[/INTUITION]");
         let two_blocks = format!("{PAPER}\n{PAPER}");
         let strict = FormatReward::new(FormatMode::Strict);
         let lenient = FormatReward::new(FormatMode::Lenient);
-        for text in [&spam, &spam_in_block, nested, inside, &repeated_after, &two_blocks] {
-            assert!(!format_ok_strict(text), "strict accepted tag spam: {text:?}");
+        for text in [
+            &spam,
+            &spam_in_block,
+            nested,
+            inside,
+            &repeated_after,
+            &two_blocks,
+        ] {
+            assert!(
+                !format_ok_strict(text),
+                "strict accepted tag spam: {text:?}"
+            );
             let input = RewardInput::new("", text, "6", "t");
             assert_eq!(strict.score(&input).unwrap(), -1.0);
             assert!(lenient.score(&input).unwrap() <= 1.0);
         }
-        assert_eq!(lenient.score(&RewardInput::new("", &spam, "6", "t")).unwrap(), 1.0);
+        assert_eq!(
+            lenient
+                .score(&RewardInput::new("", &spam, "6", "t"))
+                .unwrap(),
+            1.0
+        );
     }
 
     #[test]
     fn params() {
         let mut p = serde_json::Map::new();
         p.insert("mode".into(), "lenient".into());
-        assert_eq!(FormatReward::from_params(&p).unwrap().mode, FormatMode::Lenient);
+        assert_eq!(
+            FormatReward::from_params(&p).unwrap().mode,
+            FormatMode::Lenient
+        );
         p.insert("mdoe".into(), "strict".into());
         let err = FormatReward::from_params(&p).unwrap_err().to_string();
         assert!(err.contains("format") && err.contains("mdoe"), "{err}");

@@ -17,7 +17,11 @@ struct LengthParams {
 
 impl Default for LengthParams {
     fn default() -> Self {
-        Self { target_tokens: 256, penalty_per_token: 0.002, max_penalty: 1.0 }
+        Self {
+            target_tokens: 256,
+            penalty_per_token: 0.002,
+            max_penalty: 1.0,
+        }
     }
 }
 
@@ -33,9 +37,15 @@ pub struct LengthPenalty {
 }
 
 impl LengthPenalty {
-    pub fn from_params(params: &serde_json::Map<String, serde_json::Value>) -> Result<Self, RewardError> {
+    pub fn from_params(
+        params: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, RewardError> {
         let p: LengthParams = parse_params("length_penalty", params)?;
-        Ok(Self { target_tokens: p.target_tokens, penalty_per_token: p.penalty_per_token, max_penalty: p.max_penalty })
+        Ok(Self {
+            target_tokens: p.target_tokens,
+            penalty_per_token: p.penalty_per_token,
+            max_penalty: p.max_penalty,
+        })
     }
 }
 
@@ -45,8 +55,9 @@ impl RewardFn for LengthPenalty {
     }
 
     fn score(&self, input: &RewardInput<'_>) -> Result<f64, RewardError> {
-        let tokens =
-            input.completion_tokens.unwrap_or_else(|| input.completion.split_whitespace().count());
+        let tokens = input
+            .completion_tokens
+            .unwrap_or_else(|| input.completion.split_whitespace().count());
         let over = tokens.saturating_sub(self.target_tokens) as f64;
         Ok(-(self.penalty_per_token * over).min(self.max_penalty))
     }
@@ -58,9 +69,13 @@ mod tests {
 
     #[test]
     fn penalises_tokens_beyond_target() {
-        let p = serde_json::json!({"target_tokens": 10, "penalty_per_token": 0.1, "max_penalty": 0.5});
+        let p =
+            serde_json::json!({"target_tokens": 10, "penalty_per_token": 0.1, "max_penalty": 0.5});
         let r = LengthPenalty::from_params(p.as_object().unwrap()).unwrap();
-        let with = |n: usize| r.score(&RewardInput::new("", "", "", "t").with_completion_tokens(n)).unwrap();
+        let with = |n: usize| {
+            r.score(&RewardInput::new("", "", "", "t").with_completion_tokens(n))
+                .unwrap()
+        };
         assert_eq!(with(10), 0.0);
         assert!((with(13) + 0.3).abs() < 1e-12);
         assert_eq!(with(1000), -0.5);

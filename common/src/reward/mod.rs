@@ -42,8 +42,19 @@ pub struct RewardInput<'a> {
 }
 
 impl<'a> RewardInput<'a> {
-    pub fn new(prompt: &'a str, completion: &'a str, answer: &'a str, example_type: &'a str) -> Self {
-        Self { prompt, completion, answer, example_type, completion_tokens: None }
+    pub fn new(
+        prompt: &'a str,
+        completion: &'a str,
+        answer: &'a str,
+        example_type: &'a str,
+    ) -> Self {
+        Self {
+            prompt,
+            completion,
+            answer,
+            example_type,
+            completion_tokens: None,
+        }
     }
 
     pub fn with_completion_tokens(mut self, tokens: usize) -> Self {
@@ -82,6 +93,10 @@ pub(crate) fn parse_params<T: DeserializeOwned>(
     reward: &str,
     params: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<T, RewardError> {
-    serde_json::from_value(serde_json::Value::Object(params.clone()))
-        .map_err(|e| RewardError::InvalidParams { reward: reward.to_string(), message: e.to_string() })
+    serde_json::from_value(serde_json::Value::Object(params.clone())).map_err(|e| {
+        RewardError::InvalidParams {
+            reward: reward.to_string(),
+            message: e.to_string(),
+        }
+    })
 }

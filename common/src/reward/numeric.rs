@@ -23,7 +23,13 @@ struct NumericParams {
 
 impl Default for NumericParams {
     fn default() -> Self {
-        Self { tolerance: 1e-6, relative_tolerance: 0.0, correct: 1.0, wrong: -0.5, no_number: -1.0 }
+        Self {
+            tolerance: 1e-6,
+            relative_tolerance: 0.0,
+            correct: 1.0,
+            wrong: -0.5,
+            no_number: -1.0,
+        }
     }
 }
 
@@ -40,7 +46,9 @@ pub struct NumericReward {
 }
 
 impl NumericReward {
-    pub fn from_params(params: &serde_json::Map<String, serde_json::Value>) -> Result<Self, RewardError> {
+    pub fn from_params(
+        params: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, RewardError> {
         let p: NumericParams = parse_params("numeric", params)?;
         Ok(Self {
             tolerance: p.tolerance,
@@ -76,7 +84,11 @@ impl RewardFn for NumericReward {
             return Ok(self.no_number);
         };
         let tol = self.tolerance + self.relative_tolerance * truth.abs();
-        Ok(if (predicted - truth).abs() <= tol { self.correct } else { self.wrong })
+        Ok(if (predicted - truth).abs() <= tol {
+            self.correct
+        } else {
+            self.wrong
+        })
     }
 }
 
@@ -98,9 +110,15 @@ mod tests {
         p.insert("tolerance".into(), 0.01.into());
         let r = NumericReward::from_params(&p).unwrap();
         let s = |c: &str, a: &str| r.score(&RewardInput::new("q", c, a, "t"));
-        assert_eq!(s("<|thinking|>x<|/thinking|>3.505 km", "3.5 km").unwrap(), 1.0);
+        assert_eq!(
+            s("<|thinking|>x<|/thinking|>3.505 km", "3.5 km").unwrap(),
+            1.0
+        );
         assert_eq!(s("3.52", "3.5").unwrap(), -0.5);
         assert_eq!(s("I don't know", "3.5").unwrap(), -1.0);
-        assert!(matches!(s("3", "Wednesday"), Err(RewardError::NonNumericAnswer { .. })));
+        assert!(matches!(
+            s("3", "Wednesday"),
+            Err(RewardError::NonNumericAnswer { .. })
+        ));
     }
 }

@@ -47,13 +47,20 @@ pub struct RegexReward {
 }
 
 impl RegexReward {
-    pub fn from_params(params: &serde_json::Map<String, serde_json::Value>) -> Result<Self, RewardError> {
+    pub fn from_params(
+        params: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, RewardError> {
         let p: RegexParams = parse_params("regex", params)?;
         let pattern = Regex::new(&p.pattern).map_err(|e| RewardError::InvalidParams {
             reward: "regex".to_string(),
             message: format!("pattern {:?}: {e}", p.pattern),
         })?;
-        Ok(Self { pattern, target: p.target, match_score: p.match_score, no_match_score: p.no_match_score })
+        Ok(Self {
+            pattern,
+            target: p.target,
+            match_score: p.match_score,
+            no_match_score: p.no_match_score,
+        })
     }
 }
 
@@ -67,7 +74,11 @@ impl RewardFn for RegexReward {
             MatchTarget::Completion => input.completion,
             MatchTarget::FinalAnswer => final_answer(input.completion),
         };
-        Ok(if self.pattern.is_match(text) { self.match_score } else { self.no_match_score })
+        Ok(if self.pattern.is_match(text) {
+            self.match_score
+        } else {
+            self.no_match_score
+        })
     }
 }
 
@@ -92,7 +103,8 @@ mod tests {
 
     #[test]
     fn bad_pattern_and_missing_pattern_are_errors() {
-        let e = RegexReward::from_params(&params(serde_json::json!({"pattern": "(("}))).unwrap_err();
+        let e =
+            RegexReward::from_params(&params(serde_json::json!({"pattern": "(("}))).unwrap_err();
         assert!(e.to_string().contains("(("), "{e}");
         let e = RegexReward::from_params(&params(serde_json::json!({}))).unwrap_err();
         assert!(e.to_string().contains("pattern"), "{e}");

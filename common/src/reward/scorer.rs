@@ -23,16 +23,22 @@ pub struct RewardRegistry {
 
 impl RewardRegistry {
     pub fn empty() -> Self {
-        Self { constructors: BTreeMap::new() }
+        Self {
+            constructors: BTreeMap::new(),
+        }
     }
 
     pub fn builtin() -> Self {
         let mut r = Self::empty();
         r.register("format", |p| Ok(Box::new(FormatReward::from_params(p)?)));
-        r.register("correctness", |p| Ok(Box::new(CorrectnessReward::from_params(p)?)));
+        r.register("correctness", |p| {
+            Ok(Box::new(CorrectnessReward::from_params(p)?))
+        });
         r.register("numeric", |p| Ok(Box::new(NumericReward::from_params(p)?)));
         r.register("regex", |p| Ok(Box::new(RegexReward::from_params(p)?)));
-        r.register("length_penalty", |p| Ok(Box::new(LengthPenalty::from_params(p)?)));
+        r.register("length_penalty", |p| {
+            Ok(Box::new(LengthPenalty::from_params(p)?))
+        });
         r
     }
 
@@ -41,7 +47,8 @@ impl RewardRegistry {
     where
         F: Fn(&Params) -> Result<Box<dyn RewardFn>, RewardError> + Send + Sync + 'static,
     {
-        self.constructors.insert(name.to_string(), Box::new(constructor));
+        self.constructors
+            .insert(name.to_string(), Box::new(constructor));
     }
 
     pub fn names(&self) -> Vec<&str> {
@@ -49,13 +56,23 @@ impl RewardRegistry {
     }
 
     pub fn build(&self, config: &RewardConfig) -> Result<RewardScorer, RewardError> {
-        let mut scorer = RewardScorer { components: Vec::new() };
+        let mut scorer = RewardScorer {
+            components: Vec::new(),
+        };
         for c in &config.components {
-            let ctor = self.constructors.get(&c.name).ok_or_else(|| RewardError::UnknownReward {
-                name: c.name.clone(),
-                known: self.names().join(", "),
-            })?;
-            scorer.push_with_types(component_label(c), c.weight, c.types.clone(), ctor(&c.params)?)?;
+            let ctor =
+                self.constructors
+                    .get(&c.name)
+                    .ok_or_else(|| RewardError::UnknownReward {
+                        name: c.name.clone(),
+                        known: self.names().join(", "),
+                    })?;
+            scorer.push_with_types(
+                component_label(c),
+                c.weight,
+                c.types.clone(),
+                ctor(&c.params)?,
+            )?;
         }
         if scorer.components.is_empty() {
             return Err(RewardError::InvalidComponent {
@@ -97,7 +114,12 @@ impl RewardScorer {
     }
 
     /// Adds an already-built component (applies to every example type).
-    pub fn push(&mut self, label: &str, weight: f64, reward: Box<dyn RewardFn>) -> Result<(), RewardError> {
+    pub fn push(
+        &mut self,
+        label: &str,
+        weight: f64,
+        reward: Box<dyn RewardFn>,
+    ) -> Result<(), RewardError> {
         self.push_with_types(label.to_string(), weight, Vec::new(), reward)
     }
 
@@ -108,14 +130,24 @@ impl RewardScorer {
         types: Vec<String>,
         reward: Box<dyn RewardFn>,
     ) -> Result<(), RewardError> {
-        let invalid = |message: String| RewardError::InvalidComponent { label: label.clone(), message };
+        let invalid = |message: String| RewardError::InvalidComponent {
+            label: label.clone(),
+            message,
+        };
         if !weight.is_finite() {
             return Err(invalid(format!("weight {weight} is not finite")));
         }
         if self.components.iter().any(|c| c.label == label) {
-            return Err(invalid("appears twice: give one of them a distinct `label`".into()));
+            return Err(invalid(
+                "appears twice: give one of them a distinct `label`".into(),
+            ));
         }
-        self.components.push(Component { label, weight, types, reward });
+        self.components.push(Component {
+            label,
+            weight,
+            types,
+            reward,
+        });
         Ok(())
     }
 
@@ -132,7 +164,10 @@ impl RewardScorer {
             }
             let score = c.reward.score(input)?;
             if !score.is_finite() {
-                return Err(RewardError::NonFinite { reward: c.label.clone(), score });
+                return Err(RewardError::NonFinite {
+                    reward: c.label.clone(),
+                    score,
+                });
             }
             total += c.weight * score;
             components.insert(c.label.clone(), score);
@@ -162,7 +197,10 @@ mod tests {
         assert_eq!(r.components["correctness"], 1.0);
         assert!(close(score(GOOD, "86").total, 0.85 - 0.15 * 0.5));
         assert!(close(score("85", "85").total, -0.85 + 0.15));
-        assert!(close(score("The answer is 85", "85").total, -0.85 + 0.15 * 0.5));
+        assert!(close(
+            score("The answer is 85", "85").total,
+            -0.85 + 0.15 * 0.5
+        ));
     }
 
     #[test]
@@ -199,7 +237,9 @@ mod tests {
         assert!(close(r.components["length_penalty"], -0.2));
         assert!(close(r.total, 0.5 + 0.3 + 0.1 - 0.02));
         // `types` restricts a component: not applied (and not reported) for other types.
-        let r = s.score(&RewardInput::new("q", GOOD, "Wednesday", "dates")).unwrap();
+        let r = s
+            .score(&RewardInput::new("q", GOOD, "Wednesday", "dates"))
+            .unwrap();
         assert!(!r.components.contains_key("numeric"));
     }
 
@@ -207,7 +247,10 @@ mod tests {
     fn config_errors_name_the_component() {
         let bad = |toml_text: &str| {
             let cfg: RewardConfig = toml::from_str(toml_text).unwrap();
-            RewardScorer::from_config(&cfg).err().expect("config must be rejected").to_string()
+            RewardScorer::from_config(&cfg)
+                .err()
+                .expect("config must be rejected")
+                .to_string()
         };
         let e = bad("[[components]]\nname = \"formatt\"");
         assert!(e.contains("formatt") && e.contains("correctness"), "{e}");
@@ -215,7 +258,10 @@ mod tests {
         assert!(e.contains("format") && e.contains("loose"), "{e}");
         let e = bad("[[components]]\nname = \"format\"\n[[components]]\nname = \"format\"");
         assert!(e.contains("label"), "{e}");
-        assert!(toml::from_str::<RewardConfig>("[[components]]\nname = \"format\"\nwieght = 1").is_err());
+        assert!(
+            toml::from_str::<RewardConfig>("[[components]]\nname = \"format\"\nwieght = 1")
+                .is_err()
+        );
         assert!(toml::from_str::<RewardConfig>("[[components]]\nweight = 1.0").is_err());
     }
 
@@ -226,7 +272,10 @@ mod tests {
         }
         fn score(&self, input: &RewardInput<'_>) -> Result<f64, RewardError> {
             if input.answer.is_empty() {
-                return Err(RewardError::External { reward: "external".into(), message: "unreachable service".into() });
+                return Err(RewardError::External {
+                    reward: "external".into(),
+                    message: "unreachable service".into(),
+                });
             }
             Ok(0.25)
         }
@@ -236,11 +285,22 @@ mod tests {
     fn plug_in_reward_functions() {
         let mut reg = RewardRegistry::builtin();
         reg.register("external", |_| Ok(Box::new(External)));
-        let cfg: RewardConfig = toml::from_str("[[components]]\nname = \"external\"\nweight = 2.0").unwrap();
+        let cfg: RewardConfig =
+            toml::from_str("[[components]]\nname = \"external\"\nweight = 2.0").unwrap();
         let mut s = reg.build(&cfg).unwrap();
-        assert_eq!(s.score(&RewardInput::new("q", "c", "a", "t")).unwrap().total, 0.5);
+        assert_eq!(
+            s.score(&RewardInput::new("q", "c", "a", "t"))
+                .unwrap()
+                .total,
+            0.5
+        );
         assert!(s.score(&RewardInput::new("q", "c", "", "t")).is_err());
         s.push("ext2", 1.0, Box::new(External)).unwrap();
-        assert_eq!(s.score(&RewardInput::new("q", "c", "a", "t")).unwrap().total, 0.75);
+        assert_eq!(
+            s.score(&RewardInput::new("q", "c", "a", "t"))
+                .unwrap()
+                .total,
+            0.75
+        );
     }
 }

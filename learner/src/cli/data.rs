@@ -96,7 +96,9 @@ impl FromStr for Rate {
         if !(n.is_finite() && n > 0.0) {
             return Err(err());
         }
-        Ok(Rate { per_second: n / seconds })
+        Ok(Rate {
+            per_second: n / seconds,
+        })
     }
 }
 
@@ -135,7 +137,11 @@ impl Counter {
         let n = match &self.tokenizer {
             None => approx_token_count(e),
             Some(tok) => {
-                let texts = e.messages.iter().map(|m| m.content.as_str()).chain([e.response.as_str()]);
+                let texts = e
+                    .messages
+                    .iter()
+                    .map(|m| m.content.as_str())
+                    .chain([e.response.as_str()]);
                 let mut total = 0;
                 for text in texts {
                     match tok.encode(text, false) {
@@ -156,12 +162,20 @@ impl Counter {
 }
 
 fn load_tokenizer(path: &Path) -> anyhow::Result<tokenizers::Tokenizer> {
-    let file = if path.is_dir() { path.join("tokenizer.json") } else { path.to_path_buf() };
+    let file = if path.is_dir() {
+        path.join("tokenizer.json")
+    } else {
+        path.to_path_buf()
+    };
     tokenizers::Tokenizer::from_file(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
-    let config = DataConfig { max_seq_len: args.max_seq_len, max_line_bytes: args.max_line_bytes, ..Default::default() };
+    let config = DataConfig {
+        max_seq_len: args.max_seq_len,
+        max_line_bytes: args.max_line_bytes,
+        ..Default::default()
+    };
     let counter = Counter {
         tokenizer: args.tokenizer.as_deref().map(load_tokenizer).transpose()?,
         failures: RefCell::new(0),
@@ -172,13 +186,29 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
 
     let mut out = std::io::stdout().lock();
     let files = r.files.len();
-    writeln!(out, "source: {} ({files} file{})", args.path.display(), if files == 1 { "" } else { "s" })?;
+    writeln!(
+        out,
+        "source: {} ({files} file{})",
+        args.path.display(),
+        if files == 1 { "" } else { "s" }
+    )?;
     match &args.tokenizer {
-        Some(t) => writeln!(out, "token counts: tokenizer {} (+4 per message for chat markup)", t.display())?,
-        None => writeln!(out, "token counts: estimated (bytes/3 + 4 per message); pass --tokenizer for exact counts")?,
+        Some(t) => writeln!(
+            out,
+            "token counts: tokenizer {} (+4 per message for chat markup)",
+            t.display()
+        )?,
+        None => writeln!(
+            out,
+            "token counts: estimated (bytes/3 + 4 per message); pass --tokenizer for exact counts"
+        )?,
     }
     if *counter.failures.borrow() > 0 {
-        writeln!(out, "warning: the tokenizer failed on {} examples; their lengths are estimated", counter.failures.borrow())?;
+        writeln!(
+            out,
+            "warning: the tokenizer failed on {} examples; their lengths are estimated",
+            counter.failures.borrow()
+        )?;
     }
     writeln!(
         out,
@@ -196,24 +226,62 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     if !counts.is_empty() {
         counts.sort_unstable();
         let at = |q: f64| counts[((counts.len() - 1) as f64 * q).round() as usize];
-        writeln!(out, "tokens per example: median {}, p90 {}, max {}", at(0.5), at(0.9), at(1.0))?;
+        writeln!(
+            out,
+            "tokens per example: median {}, p90 {}, max {}",
+            at(0.5),
+            at(0.9),
+            at(1.0)
+        )?;
     }
     writeln!(out)?;
-    writeln!(out, "{:<24} {:>8} {:>8} {:>8} {:>8}", "type", "train", "val", "test", "total")?;
+    writeln!(
+        out,
+        "{:<24} {:>8} {:>8} {:>8} {:>8}",
+        "type", "train", "val", "test", "total"
+    )?;
     for (t, c) in &r.by_type {
-        writeln!(out, "{t:<24} {:>8} {:>8} {:>8} {:>8}", c.train, c.val, c.test, c.total())?;
+        writeln!(
+            out,
+            "{t:<24} {:>8} {:>8} {:>8} {:>8}",
+            c.train,
+            c.val,
+            c.test,
+            c.total()
+        )?;
     }
     let c = r.counts;
-    writeln!(out, "{:<24} {:>8} {:>8} {:>8} {:>8}", "total", c.train, c.val, c.test, c.total())?;
+    writeln!(
+        out,
+        "{:<24} {:>8} {:>8} {:>8} {:>8}",
+        "total",
+        c.train,
+        c.val,
+        c.test,
+        c.total()
+    )?;
     for (file, line) in &r.pending_lines {
-        writeln!(out, "{}:{line}: no trailing newline yet (being written?), left for the next read", file.display())?;
+        writeln!(
+            out,
+            "{}:{line}: no trailing newline yet (being written?), left for the next read",
+            file.display()
+        )?;
     }
     if r.bad_count() == 0 {
         writeln!(out, "\nbad lines: none")?;
         return Ok(ExitCode::SUCCESS);
     }
-    let by_reason: Vec<String> = r.bad_by_reason.iter().map(|(k, n)| format!("{k} {n}")).collect();
-    writeln!(out, "\nbad lines ({}): {}", r.bad_count(), by_reason.join(", "))?;
+    let by_reason: Vec<String> = r
+        .bad_by_reason
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    writeln!(
+        out,
+        "\nbad lines ({}): {}",
+        r.bad_count(),
+        by_reason.join(", ")
+    )?;
     for bad in &r.bad_lines {
         writeln!(out, "{bad}")?;
     }
@@ -226,9 +294,14 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
 fn generate(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
     let generator = DemoGenerator::new(args.seed, args.pattern);
     let line_limit = DataConfig::default().max_line_bytes;
-    let non_empty = std::fs::metadata(&args.out).map(|m| m.len() > 0).unwrap_or(false);
+    let non_empty = std::fs::metadata(&args.out)
+        .map(|m| m.len() > 0)
+        .unwrap_or(false);
     if non_empty && !args.append && !args.live {
-        bail!("{} already holds data; pass --append to add to it", args.out.display());
+        bail!(
+            "{} already holds data; pass --append to add to it",
+            args.out.display()
+        );
     }
     if !args.live {
         let count = args.count.context("--count is required without --live")?;
@@ -237,11 +310,18 @@ fn generate(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
         let end = args.start + count;
         while index < end {
             let batch_end = (index + BATCH).min(end);
-            let values: Vec<_> = (index..batch_end).map(|i| generator.example(i).to_json()).collect();
+            let values: Vec<_> = (index..batch_end)
+                .map(|i| generator.example(i).to_json())
+                .collect();
             append_json(&args.out, &values, line_limit)?;
             index = batch_end;
         }
-        println!("wrote {count} examples to {} (seed {}, indices {}..{end})", args.out.display(), args.seed, args.start);
+        println!(
+            "wrote {count} examples to {} (seed {}, indices {}..{end})",
+            args.out.display(),
+            args.seed,
+            args.start
+        );
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -255,12 +335,16 @@ fn generate(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
         args.rate.per_second,
         args.seed,
         args.start,
-        args.pattern.map(|p| format!(", pattern {p}")).unwrap_or_default()
+        args.pattern
+            .map(|p| format!(", pattern {p}"))
+            .unwrap_or_default()
     )?;
     out.flush()?;
     let mut written: u64 = 0;
     loop {
-        if args.count.is_some_and(|c| written >= c) || args.duration.is_some_and(|d| started.elapsed() >= d) {
+        if args.count.is_some_and(|c| written >= c)
+            || args.duration.is_some_and(|d| started.elapsed() >= d)
+        {
             break;
         }
         let example = generator.example(args.start + written);
@@ -287,9 +371,18 @@ mod tests {
 
     #[test]
     fn rates_and_durations() {
-        assert_eq!(Rate::from_str("200/h").unwrap().interval(), Duration::from_secs(18));
-        assert_eq!(Rate::from_str("10/m").unwrap().interval(), Duration::from_secs(6));
-        assert_eq!(Rate::from_str("1/s").unwrap().interval(), Duration::from_secs(1));
+        assert_eq!(
+            Rate::from_str("200/h").unwrap().interval(),
+            Duration::from_secs(18)
+        );
+        assert_eq!(
+            Rate::from_str("10/m").unwrap().interval(),
+            Duration::from_secs(6)
+        );
+        assert_eq!(
+            Rate::from_str("1/s").unwrap().interval(),
+            Duration::from_secs(1)
+        );
         for bad in ["200", "0/s", "x/s", "5/d", "-1/h"] {
             assert!(Rate::from_str(bad).is_err(), "{bad}");
         }
