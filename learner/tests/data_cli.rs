@@ -2,14 +2,49 @@
 //! a live append is acknowledged.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 
 use asrl_common::config::DataConfig;
 use asrl_common::data::load;
 
+/// The `asrl-learner` binary of this build. Worktrees sharing one CARGO_TARGET_DIR can replace
+/// it with a build lacking `data`; then it is rebuilt once from this crate's sources.
+fn bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let path = PathBuf::from(env!("CARGO_BIN_EXE_asrl-learner"));
+        let has_data = |p: &Path| {
+            Command::new(p)
+                .args(["data", "--help"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !has_data(&path) {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let target = path
+                .parent()
+                .and_then(Path::parent)
+                .expect("<target>/<profile>/asrl-learner");
+            let status = Command::new(cargo)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .args(["build", "-p", "asrl-learner", "--bin", "asrl-learner"])
+                .env("CARGO_TARGET_DIR", target)
+                .status()
+                .expect("run cargo");
+            assert!(
+                status.success() && has_data(&path),
+                "could not rebuild {}",
+                path.display()
+            );
+        }
+        path
+    })
+}
+
 fn learner(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_asrl-learner"))
+    Command::new(bin())
         .args(args)
         .output()
         .expect("run asrl-learner")
@@ -202,7 +237,7 @@ fn check_with_the_real_tokenizer_measures_demo_lengths() {
 fn live_appends_survive_sigkill_right_after_acknowledgement() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("live.jsonl");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_asrl-learner"))
+    let mut child = Command::new(bin())
         .args([
             "data",
             "generate",
