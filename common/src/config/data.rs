@@ -39,3 +39,19 @@ impl Default for DataConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_subset_and_unknown_fields() {
+        let c: DataConfig = toml::from_str("path = \"data/live\"\nmax_seq_len = 1024").unwrap();
+        assert_eq!(c.path.as_deref(), Some(std::path::Path::new("data/live")));
+        assert_eq!((c.max_seq_len, c.max_line_bytes, c.train_fraction), (1024, 1 << 20, 0.8));
+        let err = toml::from_str::<DataConfig>("max_seq_lenn = 5").unwrap_err().to_string();
+        assert!(err.contains("max_seq_lenn"), "{err}");
+        let round: DataConfig = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(round, c);
+    }
+}

@@ -74,3 +74,15 @@ pub struct RewardComponentConfig {
 fn one() -> f64 {
     1.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_round_trips_through_toml() {
+        let text = toml::to_string(&RewardConfig::default()).unwrap();
+        assert_eq!(toml::from_str::<RewardConfig>(&text).unwrap(), RewardConfig::default());
+        assert!(toml::from_str::<RewardConfig>("component = []").is_err());
+    }
+}
