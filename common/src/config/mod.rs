@@ -3,8 +3,12 @@
 //! Each section is a serde struct with `#[serde(default, deny_unknown_fields)]` so a TOML file
 //! may set any subset of fields and a misspelt field is rejected by name.
 
+mod data;
 mod lora;
+mod reward;
 mod sampling;
 
+pub use data::DataConfig;
 pub use lora::{LoraConfig, LoraTarget};
+pub use reward::{RewardComponentConfig, RewardConfig};
 pub use sampling::SamplingParams;

@@ -1,0 +1,88 @@
+use serde::{Deserialize, Serialize};
+
+/// The reward: a weighted sum of named reward functions (see `asrl_common::reward`).
+///
+/// Default: the paper's `0.85 · format (strict) + 0.15 · correctness (final answer)`.
+///
+/// ```toml
+/// [[reward.components]]
+/// name = "format"
+/// weight = 0.85
+/// params = { mode = "strict" }     # or "lenient" (the paper's tag check)
+///
+/// [[reward.components]]
+/// name = "correctness"
+/// weight = 0.15
+/// params = { mode = "final_answer" } # or "whole_response" (the paper's comparison)
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RewardConfig {
+    pub components: Vec<RewardComponentConfig>,
+}
+
+impl Default for RewardConfig {
+    fn default() -> Self {
+        let mode = |m: &str| {
+            let mut p = serde_json::Map::new();
+            p.insert("mode".into(), serde_json::Value::String(m.into()));
+            p
+        };
+        Self {
+            components: vec![
+                RewardComponentConfig {
+                    name: "format".into(),
+                    label: None,
+                    weight: 0.85,
+                    types: Vec::new(),
+                    params: mode("strict"),
+                },
+                RewardComponentConfig {
+                    name: "correctness".into(),
+                    label: None,
+                    weight: 0.15,
+                    types: Vec::new(),
+                    params: mode("final_answer"),
+                },
+            ],
+        }
+    }
+}
+
+/// One reward function in the sum. `name` is required; the other fields have defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardComponentConfig {
+    /// Registered reward function: `format`, `correctness`, `numeric`, `regex`,
+    /// `length_penalty`, or one registered by the embedding program.
+    pub name: String,
+    /// Key of this component in per-component metrics. Default: `name` (set it when the same
+    /// function is used twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Multiplier of the component's score in the total. Default 1.0.
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// Example `type`s the component applies to; empty (default) = all. Elsewhere it scores 0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<String>,
+    /// Function-specific parameters, checked by the function (unknown keys are rejected).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_round_trips_through_toml() {
+        let text = toml::to_string(&RewardConfig::default()).unwrap();
+        assert_eq!(toml::from_str::<RewardConfig>(&text).unwrap(), RewardConfig::default());
+        assert!(toml::from_str::<RewardConfig>("component = []").is_err());
+    }
+}

@@ -1,0 +1,3 @@
+//! Subcommands of the `asrl-learner` binary (logic here, argument wiring in `main.rs`).
+
+pub mod data;

@@ -1,0 +1,288 @@
+//! `asrl-learner data check|generate` driven as a user would, including a SIGKILL right after
+//! a live append is acknowledged.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use asrl_common::config::DataConfig;
+use asrl_common::data::load;
+
+/// The `asrl-learner` binary of this build. Worktrees sharing one CARGO_TARGET_DIR can replace
+/// it with a build lacking `data`; then it is rebuilt once from this crate's sources.
+fn bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let path = PathBuf::from(env!("CARGO_BIN_EXE_asrl-learner"));
+        let has_data = |p: &Path| {
+            Command::new(p)
+                .args(["data", "--help"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !has_data(&path) {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let target = path
+                .parent()
+                .and_then(Path::parent)
+                .expect("<target>/<profile>/asrl-learner");
+            let status = Command::new(cargo)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .args(["build", "-p", "asrl-learner", "--bin", "asrl-learner"])
+                .env("CARGO_TARGET_DIR", target)
+                .status()
+                .expect("run cargo");
+            assert!(
+                status.success() && has_data(&path),
+                "could not rebuild {}",
+                path.display()
+            );
+        }
+        path
+    })
+}
+
+fn learner(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run asrl-learner")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn all_ids(path: &Path) -> Vec<String> {
+    let snap = load(path, &DataConfig::default(), &|_| 0).unwrap();
+    assert_eq!(snap.report.bad_count(), 0, "{:?}", snap.report.bad_lines);
+    snap.train
+        .iter()
+        .chain(&snap.val)
+        .chain(&snap.test)
+        .map(|e| e.id.clone().unwrap())
+        .collect()
+}
+
+#[test]
+fn generate_then_check_a_clean_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo.jsonl");
+    let o = learner(&[
+        "data",
+        "generate",
+        "--out",
+        out.to_str().unwrap(),
+        "--count",
+        "300",
+        "--seed",
+        "5",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = learner(&["data", "check", out.to_str().unwrap()]);
+    let stdout = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{stdout}{}", text(&o.stderr));
+    for needle in [
+        "simple_qa",
+        "reasoning_chain",
+        "multi_turn",
+        "mixed",
+        "bad lines: none",
+        "300 read",
+    ] {
+        assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
+    }
+    // Same seed, same bytes; refusing to overwrite without --append.
+    let again = dir.path().join("again.jsonl");
+    learner(&[
+        "data",
+        "generate",
+        "--out",
+        again.to_str().unwrap(),
+        "--count",
+        "300",
+        "--seed",
+        "5",
+    ]);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
+    let o = learner(&[
+        "data",
+        "generate",
+        "--out",
+        out.to_str().unwrap(),
+        "--count",
+        "5",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).starts_with("error: "),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = learner(&[
+        "data",
+        "generate",
+        "--out",
+        out.to_str().unwrap(),
+        "--count",
+        "5",
+        "--start",
+        "300",
+        "--seed",
+        "5",
+        "--append",
+    ]);
+    assert!(o.status.success());
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 305);
+}
+
+#[test]
+fn check_reports_bad_lines_and_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mixed.jsonl");
+    std::fs::write(
+        &path,
+        "{\"context\":\"User: hi\",\"response\":\"hello\",\"type\":\"greeting\"}\n{oops\n{\"context\":\"q\"}\n",
+    )
+    .unwrap();
+    let o = learner(&["data", "check", path.to_str().unwrap()]);
+    let stdout = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{}:2: invalid JSON", path.display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("{}:3: missing field response", path.display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("invalid_json 1, missing_field 1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("greeting"), "{stdout}");
+
+    let o = learner(&["data", "check", "/no/such/dataset.jsonl"]);
+    assert_eq!(o.status.code(), Some(2));
+    let stderr = text(&o.stderr);
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("/no/such/dataset.jsonl"),
+        "{stderr}"
+    );
+    let o = learner(&[
+        "data",
+        "generate",
+        "--out",
+        "x.jsonl",
+        "--count",
+        "1",
+        "--pattern",
+        "nonsense",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn check_with_the_real_tokenizer_measures_demo_lengths() {
+    let tok = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/qwen3-tokenizer");
+    if !tok.join("tokenizer.json").exists() {
+        eprintln!(
+            "skipped: {} absent (scripts/fetch-assets.sh)",
+            tok.display()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo.jsonl");
+    learner(&[
+        "data",
+        "generate",
+        "--out",
+        out.to_str().unwrap(),
+        "--count",
+        "1000",
+        "--seed",
+        "1",
+    ]);
+    let o = learner(&[
+        "data",
+        "check",
+        out.to_str().unwrap(),
+        "--tokenizer",
+        tok.to_str().unwrap(),
+        "--max-seq-len",
+        "150",
+    ]);
+    let stdout = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{stdout}{}", text(&o.stderr));
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("tokens per example"))
+        .expect("token stats");
+    eprintln!("{line}");
+    let p90: usize = line
+        .split("p90 ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(p90 <= 130, "{line}");
+}
+
+#[test]
+fn live_appends_survive_sigkill_right_after_acknowledgement() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("live.jsonl");
+    let mut child = Command::new(bin())
+        .args([
+            "data",
+            "generate",
+            "--out",
+            out.to_str().unwrap(),
+            "--live",
+            "--rate",
+            "200/s",
+            "--seed",
+            "3",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut acked = Vec::new();
+    while acked.len() < 25 {
+        let line = lines.next().expect("child ended early").unwrap();
+        if let Some(rest) = line.strip_prefix("appended ") {
+            acked.push(rest.split_whitespace().next().unwrap().to_string());
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let ids = all_ids(&out);
+    for id in &acked {
+        assert!(ids.contains(id), "acknowledged {id} is missing");
+    }
+    // Live mode with --pattern and --duration stops by itself.
+    let restricted = dir.path().join("dates.jsonl");
+    let o = learner(&[
+        "data",
+        "generate",
+        "--out",
+        restricted.to_str().unwrap(),
+        "--live",
+        "--rate",
+        "50/s",
+        "--duration",
+        "0.2s",
+        "--pattern",
+        "dates",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let content = std::fs::read_to_string(&restricted).unwrap();
+    assert!(content.lines().count() >= 2);
+    assert!(content.lines().all(|l| l.contains("\"topic\":\"dates\"")));
+}
