@@ -4,7 +4,17 @@
 //! may set any subset of fields and a misspelt field is rejected by name.
 
 mod lora;
+mod model;
+mod root;
+mod run;
 mod sampling;
+mod schedule;
+mod workers;
 
 pub use lora::{LoraConfig, LoraTarget};
+pub use model::{ModelSection, WeightDtype};
+pub use root::{AsrlConfig, ConfigError};
+pub use run::RunConfig;
 pub use sampling::SamplingParams;
+pub use schedule::{Monitor, ScheduleConfig, ScheduleKind, Stage};
+pub use workers::WorkersConfig;
