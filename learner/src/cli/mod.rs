@@ -1,0 +1,4 @@
+//! Subcommands of the `asrl-learner` binary; `main.rs` only dispatches.
+
+pub mod plot;
+pub mod report;
