@@ -41,10 +41,24 @@ impl History {
     }
 }
 
-/// SFT phase size: `fraction` of one pass over the training split (1.0 = the whole split).
+/// SFT phase size: `fraction` of a full phase, which is one pass over the training split capped
+/// at `max_examples` (`schedule.sft_examples_per_epoch`, `None` = no cap).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SftPlan {
     pub fraction: f64,
+    pub max_examples: Option<usize>,
+}
+
+impl SftPlan {
+    /// Examples to train on this epoch out of a training split of `train_size`: at least one
+    /// whenever the split and the fraction are non-empty.
+    pub fn examples(&self, train_size: usize) -> usize {
+        let full = self.max_examples.map_or(train_size, |cap| cap.min(train_size));
+        if full == 0 || self.fraction <= 0.0 {
+            return 0;
+        }
+        ((self.fraction.min(1.0) * full as f64 - 1e-9).ceil() as usize).clamp(1, full)
+    }
 }
 
 /// GRPO phase size: training questions sampled, each answered by one group of completions.
@@ -98,7 +112,7 @@ impl Schedule {
     ///   `ceil(max(p, m) · questions_per_epoch)` questions, `m = adaptive_min_fraction`; a phase
     ///   whose share is 0 is skipped.
     pub fn plan(&self, epoch: usize, history: &History) -> EpochPlan {
-        let full_sft = Some(SftPlan { fraction: 1.0 });
+        let full_sft = Some(SftPlan { fraction: 1.0, max_examples: self.sft_cap() });
         let full_grpo = Some(GrpoPlan { questions: self.cfg.questions_per_epoch });
         match self.cfg.kind {
             ScheduleKind::Asrl => EpochPlan { sft: full_sft, grpo: full_grpo },
@@ -151,6 +165,10 @@ impl Schedule {
         stage
     }
 
+    fn sft_cap(&self) -> Option<usize> {
+        (self.cfg.sft_examples_per_epoch > 0).then_some(self.cfg.sft_examples_per_epoch)
+    }
+
     fn adaptive_plan(&self, history: &History) -> EpochPlan {
         let accuracy = history.last().and_then(|r| r.format_accuracy).filter(|a| a.is_finite()).unwrap_or(0.0);
         let p = (accuracy / self.cfg.adaptive_target_accuracy).clamp(0.0, 1.0);
@@ -159,7 +177,7 @@ impl Schedule {
         let grpo_fraction = p.max(m);
         let questions = (grpo_fraction * self.cfg.questions_per_epoch as f64 - 1e-9).ceil().max(0.0) as usize;
         EpochPlan {
-            sft: (sft_fraction > 0.0).then_some(SftPlan { fraction: sft_fraction }),
+            sft: (sft_fraction > 0.0).then_some(SftPlan { fraction: sft_fraction, max_examples: self.sft_cap() }),
             grpo: (questions > 0).then_some(GrpoPlan { questions }),
         }
     }
@@ -296,8 +314,23 @@ mod tests {
         assert_eq!(simulate(&Schedule::new(&cfg(ScheduleKind::Sft)), 3, none), ["sft"; 3]);
         assert_eq!(simulate(&Schedule::new(&cfg(ScheduleKind::Grpo)), 3, none), ["grpo"; 3]);
         let plan = Schedule::new(&cfg(ScheduleKind::Asrl)).plan(1, &History::default());
-        assert_eq!(plan.sft, Some(SftPlan { fraction: 1.0 }));
+        assert_eq!(plan.sft, Some(SftPlan { fraction: 1.0, max_examples: None }));
         assert_eq!(plan.grpo, Some(GrpoPlan { questions: 8 }));
+        assert_eq!(plan.sft.unwrap().examples(640), 640);
+    }
+
+    #[test]
+    fn sft_examples_respect_cap_fraction_and_split_size() {
+        let c = ScheduleConfig { sft_examples_per_epoch: 64, ..ScheduleConfig::default() };
+        let sft = Schedule::new(&c).plan(1, &History::default()).sft.unwrap();
+        assert_eq!(sft.max_examples, Some(64));
+        assert_eq!(sft.examples(640), 64);
+        assert_eq!(sft.examples(40), 40);
+        assert_eq!(sft.examples(0), 0);
+        let part = SftPlan { fraction: 0.25, max_examples: Some(64) };
+        assert_eq!(part.examples(640), 16);
+        assert_eq!(SftPlan { fraction: 0.01, max_examples: None }.examples(10), 1);
+        assert_eq!(SftPlan { fraction: 0.0, max_examples: None }.examples(10), 0);
     }
 
     #[test]
@@ -358,7 +391,7 @@ mod tests {
         let mut history = History::default();
         // Before any evaluation: all SFT, minimal GRPO.
         let p = s.plan(1, &history);
-        assert_eq!(p.sft, Some(SftPlan { fraction: 1.0 }));
+        assert_eq!(p.sft, Some(SftPlan { fraction: 1.0, max_examples: None }));
         assert_eq!(p.grpo, Some(GrpoPlan { questions: 1 }));
         history.push(rec(1, None, None, Some(0.4), None));
         let p = s.plan(2, &history);

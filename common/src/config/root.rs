@@ -226,5 +226,6 @@ mod tests {
         assert_eq!(demo.workers.devices.len(), 2);
         assert!(demo.sampling.max_new_tokens <= 96);
         assert_eq!(demo.schedule.epochs, 3);
+        assert_eq!(demo.schedule.sft_examples_per_epoch, 64);
     }
 }

@@ -65,6 +65,8 @@ pub struct ScheduleConfig {
     pub monitor: Monitor,
     /// Training questions sampled per GRPO phase (each gets a group of `sampling.n` completions).
     pub questions_per_epoch: usize,
+    /// Training examples a full SFT phase covers; 0 = one whole pass over the training split.
+    pub sft_examples_per_epoch: usize,
     /// `sequential`: SFT-only epochs before switching to GRPO for good.
     pub sequential_sft_epochs: usize,
     /// `ares`: the stage the run starts in.
@@ -87,6 +89,7 @@ impl Default for ScheduleConfig {
             min_delta: 0.0,
             monitor: Monitor::ValLoss,
             questions_per_epoch: 8,
+            sft_examples_per_epoch: 0,
             sequential_sft_epochs: 3,
             ares_first_stage: Stage::Grpo,
             ares_plateau_epochs: 2,

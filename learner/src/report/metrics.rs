@@ -391,6 +391,16 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_parses() {
+        let doc = include_str!("../../../docs/metrics.md");
+        let block = doc.split("```json\n").nth(1).and_then(|b| b.split("```").next()).unwrap();
+        let m = RunMetrics::parse(block, Path::new("docs/metrics.md")).unwrap();
+        assert!(m.warnings.is_empty());
+        assert_eq!((m.steps.len(), m.phases.len(), m.epochs.len(), m.evals.len()), (2, 2, 1, 1));
+        assert_eq!(m.history().records[0].val_loss_after_grpo, Some(1.90));
+    }
+
+    #[test]
     fn name_falls_back_to_the_directory() {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("sft-only");
