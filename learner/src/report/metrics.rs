@@ -253,7 +253,8 @@ impl RunMetrics {
     /// Reads `dir/metrics.jsonl` (or `dir` itself when it is a file).
     pub fn load(dir: &Path) -> Result<Self, MetricsError> {
         let (dir, path) = if dir.is_file() {
-            (dir.parent().unwrap_or(Path::new(".")).to_path_buf(), dir.to_path_buf())
+            let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            (parent.to_path_buf(), dir.to_path_buf())
         } else {
             (dir.to_path_buf(), dir.join(METRICS_FILE))
         };
