@@ -6,9 +6,19 @@
 mod data;
 mod lora;
 mod reward;
+mod model;
+mod root;
+mod run;
 mod sampling;
+mod schedule;
+mod workers;
 
 pub use data::DataConfig;
 pub use lora::{LoraConfig, LoraTarget};
 pub use reward::{RewardComponentConfig, RewardConfig};
+pub use model::{ModelSection, WeightDtype};
+pub use root::{AsrlConfig, ConfigError};
+pub use run::RunConfig;
 pub use sampling::SamplingParams;
+pub use schedule::{Monitor, ScheduleConfig, ScheduleKind, Stage};
+pub use workers::WorkersConfig;

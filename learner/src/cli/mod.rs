@@ -1,3 +1,5 @@
-//! Subcommands of the `asrl-learner` binary (logic here, argument wiring in `main.rs`).
+//! Subcommands of the `asrl-learner` binary; `main.rs` only dispatches.
 
 pub mod data;
+pub mod plot;
+pub mod report;

@@ -1,0 +1,231 @@
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{LoraConfig, ModelSection, RunConfig, SamplingParams, ScheduleConfig, WorkersConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Syntax errors and unknown or mistyped fields; toml's message names the field, line and column.
+    #[error("config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("config {path}: `{field}` {message}")]
+    Invalid { path: PathBuf, field: &'static str, message: String },
+    #[error("cannot serialise config: {0}")]
+    Serialize(#[from] toml::ser::Error),
+}
+
+/// The whole run configuration, one TOML file (`configs/paper.toml`, `configs/demo-cpu.toml`).
+/// Every section and field is optional; missing ones take the documented defaults (docs/config.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AsrlConfig {
+    pub model: ModelSection,
+    pub lora: LoraConfig,
+    /// GRPO rollout sampling (group size `n`, temperature, top-p, max new tokens).
+    pub sampling: SamplingParams,
+    pub schedule: ScheduleConfig,
+    pub run: RunConfig,
+    pub workers: WorkersConfig,
+    // sections added on merge: sft, grpo, optimizer, checkpoint (training), data, reward (data)
+}
+
+impl AsrlConfig {
+    /// Reads, parses and validates a TOML config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::from_toml_str(&text, path)
+    }
+
+    /// Parses and validates `text`; `origin` names the source in errors.
+    pub fn from_toml_str(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let cfg: Self = toml::from_str(text)
+            .map_err(|source| ConfigError::Parse { path: origin.to_path_buf(), source })?;
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+
+    pub fn to_toml_string(&self) -> Result<String, ConfigError> {
+        Ok(toml::to_string_pretty(self)?)
+    }
+
+    /// Range checks serde cannot express; `origin` names the file in errors.
+    pub fn validate(&self, origin: &Path) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, message: String| {
+            Err(ConfigError::Invalid { path: origin.to_path_buf(), field, message })
+        };
+        if !is_device_spec(&self.model.device) {
+            return bad("model.device", format!("is {:?}: expected `cpu`, `cuda` or `cuda:N`", self.model.device));
+        }
+        if let Some(d) = self.workers.devices.iter().find(|d| !is_device_spec(d)) {
+            return bad("workers.devices", format!("contains {d:?}: expected `cpu`, `cuda` or `cuda:N`"));
+        }
+        if !is_host_port(&self.workers.learner_addr) {
+            return bad("workers.learner_addr", format!("is {:?}: expected host:port", self.workers.learner_addr));
+        }
+        if self.workers.max_message_mib == 0 {
+            return bad("workers.max_message_mib", "must be at least 1".into());
+        }
+        let s = &self.schedule;
+        if s.epochs == 0 {
+            return bad("schedule.epochs", "must be at least 1".into());
+        }
+        if s.patience == 0 {
+            return bad("schedule.patience", "must be at least 1".into());
+        }
+        if !(s.min_delta.is_finite() && s.min_delta >= 0.0) {
+            return bad("schedule.min_delta", format!("is {}: must be finite and >= 0", s.min_delta));
+        }
+        if s.questions_per_epoch == 0 {
+            return bad("schedule.questions_per_epoch", "must be at least 1".into());
+        }
+        if s.ares_plateau_epochs == 0 {
+            return bad("schedule.ares_plateau_epochs", "must be at least 1".into());
+        }
+        if !(s.adaptive_target_accuracy > 0.0 && s.adaptive_target_accuracy <= 1.0) {
+            return bad("schedule.adaptive_target_accuracy", format!("is {}: must be in (0, 1]", s.adaptive_target_accuracy));
+        }
+        if !(0.0..=1.0).contains(&s.adaptive_min_fraction) {
+            return bad("schedule.adaptive_min_fraction", format!("is {}: must be in [0, 1]", s.adaptive_min_fraction));
+        }
+        if self.sampling.n == 0 {
+            return bad("sampling.n", "must be at least 1".into());
+        }
+        if !(self.sampling.temperature >= 0.0 && self.sampling.temperature.is_finite()) {
+            return bad("sampling.temperature", format!("is {}: must be finite and >= 0", self.sampling.temperature));
+        }
+        if !(self.sampling.top_p > 0.0 && self.sampling.top_p <= 1.0) {
+            return bad("sampling.top_p", format!("is {}: must be in (0, 1]", self.sampling.top_p));
+        }
+        if self.lora.r == 0 {
+            return bad("lora.r", "must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.lora.dropout) {
+            return bad("lora.dropout", format!("is {}: must be in [0, 1)", self.lora.dropout));
+        }
+        Ok(())
+    }
+}
+
+fn is_host_port(addr: &str) -> bool {
+    addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
+/// `cpu`, `cuda` or `cuda:N`, checked without opening the device.
+fn is_device_spec(spec: &str) -> bool {
+    let s = spec.trim();
+    s.eq_ignore_ascii_case("cpu")
+        || s == "cuda"
+        || s.strip_prefix("cuda:").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Monitor, ScheduleKind, WeightDtype};
+
+    fn parse(text: &str) -> Result<AsrlConfig, ConfigError> {
+        AsrlConfig::from_toml_str(text, Path::new("configs/test.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let cfg = parse("").unwrap();
+        assert_eq!(cfg, AsrlConfig::default());
+        assert_eq!(cfg.schedule.patience, 3);
+        assert_eq!(cfg.schedule.questions_per_epoch, 8);
+        assert_eq!(cfg.workers.learner_addr, "127.0.0.1:50051");
+        assert_eq!(cfg.sampling.n, 6);
+    }
+
+    #[test]
+    fn partial_sections_keep_other_defaults() {
+        let cfg = parse("[schedule]\nkind = \"ares\"\nmonitor = \"format_accuracy\"\n[model]\ndtype = \"f32\"\n").unwrap();
+        assert_eq!(cfg.schedule.kind, ScheduleKind::Ares);
+        assert_eq!(cfg.schedule.monitor, Monitor::FormatAccuracy);
+        assert_eq!(cfg.schedule.patience, 3);
+        assert_eq!(cfg.model.dtype, WeightDtype::F32);
+        assert_eq!(cfg.model.device, "cpu");
+    }
+
+    #[test]
+    fn unknown_field_in_every_section_is_named_with_the_file() {
+        for section in ["model", "lora", "sampling", "schedule", "run", "workers"] {
+            let err = parse(&format!("[{section}]\nbogus_knob = 1\n")).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains("bogus_knob"), "{section}: {msg}");
+            assert!(msg.contains("configs/test.toml"), "{section}: {msg}");
+        }
+        let msg = parse("bogus_top = 1\n").unwrap_err().to_string();
+        assert!(msg.contains("bogus_top") && msg.contains("configs/test.toml"), "{msg}");
+        let msg = parse("[sft]\nlr = 1.0\n").unwrap_err().to_string();
+        assert!(msg.contains("sft"), "{msg}");
+    }
+
+    #[test]
+    fn load_names_the_real_path_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[run]\nseed = 1\n\n[schedule]\npatiense = 4\n").unwrap();
+        let msg = AsrlConfig::load(&path).unwrap_err().to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("patiense"), "{msg}");
+        assert!(msg.contains("line 5"), "{msg}");
+        let missing = AsrlConfig::load(&dir.path().join("nope.toml")).unwrap_err().to_string();
+        assert!(missing.contains("nope.toml"), "{missing}");
+    }
+
+    #[test]
+    fn wrong_enum_value_and_range_are_rejected_by_name() {
+        let msg = parse("[schedule]\nkind = \"alternate\"\n").unwrap_err().to_string();
+        assert!(msg.contains("alternate") && msg.contains("asrl"), "{msg}");
+        let msg = parse("[model]\ndtype = \"f8\"\n").unwrap_err().to_string();
+        assert!(msg.contains("f8"), "{msg}");
+        let msg = parse("[schedule]\npatience = 0\n").unwrap_err().to_string();
+        assert!(msg.contains("schedule.patience") && msg.contains("configs/test.toml"), "{msg}");
+        let msg = parse("[model]\ndevice = \"gpu0\"\n").unwrap_err().to_string();
+        assert!(msg.contains("model.device") && msg.contains("gpu0"), "{msg}");
+        let msg = parse("[workers]\ndevices = [\"cpu\", \"cuda:x\"]\n").unwrap_err().to_string();
+        assert!(msg.contains("workers.devices") && msg.contains("cuda:x"), "{msg}");
+        assert!(parse("[workers]\ndevices = [\"cpu\", \"cuda\", \"cuda:1\"]\n").is_ok());
+        let msg = parse("[workers]\nlearner_addr = \"localhost\"\n").unwrap_err().to_string();
+        assert!(msg.contains("workers.learner_addr"), "{msg}");
+        assert!(parse("[workers]\nlearner_addr = \"[::1]:7000\"\n").is_ok());
+    }
+
+    #[test]
+    fn serialised_config_round_trips() {
+        let mut cfg = AsrlConfig::default();
+        cfg.schedule.kind = ScheduleKind::Sequential;
+        cfg.run.name = "x".into();
+        let text = cfg.to_toml_string().unwrap();
+        assert_eq!(parse(&text).unwrap(), cfg);
+    }
+
+    #[test]
+    fn presets_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("configs");
+        let paper = AsrlConfig::load(&root.join("paper.toml")).unwrap();
+        assert_eq!(paper.schedule.kind, ScheduleKind::Asrl);
+        assert_eq!(paper.schedule.patience, 3);
+        assert_eq!(paper.lora.r, 32);
+        assert_eq!(paper.sampling.n, 6);
+        let demo = AsrlConfig::load(&root.join("demo-cpu.toml")).unwrap();
+        assert_eq!(demo.model.path, Path::new("assets/SmolLM2-135M-Instruct.Q4_1.gguf"));
+        assert_eq!(demo.workers.devices.len(), 2);
+        assert!(demo.sampling.max_new_tokens <= 96);
+        assert_eq!(demo.schedule.epochs, 3);
+        assert_eq!(demo.schedule.sft_examples_per_epoch, 64);
+    }
+}
