@@ -5,6 +5,11 @@
 
 mod lora;
 mod sampling;
+mod train;
 
 pub use lora::{LoraConfig, LoraTarget};
 pub use sampling::SamplingParams;
+pub use train::{
+    AdvantageScaling, CheckpointConfig, GrpoConfig, LossAggregation, OptimiserConfig, SftConfig,
+    TrainConfig,
+};
