@@ -6,11 +6,12 @@
 //! - [`schedule`]: the phase-aware learning-rate schedule.
 //! - [`metrics`]: step/phase metrics and the `metrics.jsonl` sink.
 //! - [`checkpoint`]: atomic checkpoint directories.
-//! - [`policy`]: what the trainer needs from a model.
+//! - [`policy`]: what the trainer needs from a model; [`lora_policy`]: base model + LoRA.
 //! - [`trainer`]: the [`Trainer`] tying them together for the epoch loop.
 
 pub mod advantage;
 pub mod checkpoint;
+pub mod lora_policy;
 pub mod losses;
 pub mod metrics;
 pub mod optim;
@@ -19,15 +20,20 @@ pub mod schedule;
 pub mod trainer;
 
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tests;
 
 pub use metrics::{GrpoStepMetrics, MetricsSink, PhaseMetrics, SftStepMetrics};
+pub use lora_policy::LoraPolicy;
 pub use policy::Policy;
 pub use schedule::Phase;
 pub use trainer::{Group, GroupCompletion, SftExample, Trainer, TrainerState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
+    #[error(transparent)]
+    Model(#[from] asrl_common::model::ModelError),
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),
     #[error("shape mismatch: {0}")]
