@@ -91,7 +91,9 @@ impl Tokenizer {
             .map_err(|e| TokenizerError::Load { path: tok_path.clone(), message: e.to_string() })?;
 
         let cfg_path = dir.join("tokenizer_config.json");
-        let cfg: serde_json::Value = read_json(&cfg_path)?;
+        // Optional, as in transformers: a bare tokenizer.json has no template and no eos.
+        let cfg: serde_json::Value =
+            if cfg_path.exists() { read_json(&cfg_path)? } else { serde_json::Value::Object(Default::default()) };
         // transformers >= 4.43 saves the template as chat_template.jinja, which wins over the config.
         let jinja_path = dir.join("chat_template.jinja");
         let file_template = if jinja_path.exists() {
