@@ -17,6 +17,7 @@ How to run (needs torch, transformers>=5, peft, tokenizers, gguf; no network):
   python3 -m venv .venv && .venv/bin/pip install torch transformers peft gguf   # or an existing env
   scripts/fetch-assets.sh                          # assets/qwen3-tokenizer + SmolLM2 GGUF
   .venv/bin/python tests/parity/make_fixtures.py   # from the repository root
+  (`--references-only` rewrites just tokenizer_reference.json and gguf_reference.json)
 (In the development container: /work/cache/pyenv/bin/python tests/parity/make_fixtures.py)
 """
 
@@ -204,6 +205,13 @@ def gguf_reference():
             "row_sums_first_64": w2.sum(dim=1)[:64].tolist(),
             "rows": {str(r): w2[r, :8].tolist() for r in (0, 1, 33) if r < w2.shape[0]},
         }
+    # End-to-end check of the dequantised model: per-token log-probs of a chat-formatted text.
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(ASSETS), gguf_file=GGUF_NAME)
+    text = SCORE_TEXTS[1]
+    ids = tok.encode(text, add_special_tokens=False)
+    logprobs = score(model.eval(), torch.tensor([ids]))
     c = model.config
     dump(
         OUT / "gguf_reference.json",
@@ -222,6 +230,7 @@ def gguf_reference():
                 "max_position_embeddings": c.max_position_embeddings,
             },
             "tensors": tensors,
+            "score": {"text": text, "ids": ids, "logprobs": logprobs},
         },
     )
 
@@ -411,6 +420,8 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     tokenizer_reference()
     gguf_reference()
+    if sys.argv[1:] == ["--references-only"]:
+        return
 
     reference = {"lora": {"r": LORA_R, "alpha": LORA_ALPHA, "target_modules": TARGETS}}
     for name, make, seed in (("qwen3", make_tiny_qwen3, 7), ("llama", make_tiny_llama, 8)):
