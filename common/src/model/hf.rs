@@ -34,10 +34,9 @@ pub fn load(path: &Path, device: &Device, dtype: DType) -> Result<LoadedModel, M
         if !path.is_file() {
             return Err(ModelError::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "file not found")));
         }
-        return Err(ModelError::Unsupported(format!(
-            "{}: GGUF loading is not available in this build (it lands with the gguf reader)",
-            path.display()
-        )));
+        let (cfg, tensors, tokenizer) = super::gguf::read_gguf(path, device, dtype)?;
+        let model = Model::from_tensors_named(cfg, tensors, device, dtype, &path.display().to_string())?;
+        return Ok(LoadedModel { model, tokenizer, name });
     }
     if !path.is_dir() {
         return Err(ModelError::io(

@@ -3,12 +3,13 @@
 //! - `transformer`: the decoder (differentiable `forward`, fused cached `forward_cached`).
 //! - `cache`: the preallocated KV cache.
 //! - `lora`: LoRA `Var`s; `peft`: PEFT adapter files / transport bytes.
-//! - `hf`: loading HF dirs (and dispatching `.gguf`).
+//! - `hf`: loading HF dirs (and dispatching `.gguf`); `gguf`: reading GGUF files as HF-named tensors.
 //! - `logprobs`: per-token log-probabilities.
 
 mod cache;
 mod config;
 mod error;
+pub mod gguf;
 mod hf;
 mod logprobs;
 mod lora;
