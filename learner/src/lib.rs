@@ -1,3 +1,4 @@
 //! The learner: training math and the gRPC service rollout workers talk to.
 
+pub mod cli;
 pub mod training;

@@ -35,6 +35,8 @@ pub enum ModelError {
     Unsupported(String),
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Gguf(#[from] super::gguf::GgufError),
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),
 }
