@@ -13,6 +13,9 @@ struct Cli {
 enum Command {
     /// Per-token log-probabilities of a text under the model (and adapter).
     Score(asrl_learner::cli::score::ScoreArgs),
+    /// LoRA SFT throughput benchmark (scripts/bench-sft.sh).
+    #[command(hide = true)]
+    BenchSft(asrl_learner::cli::bench_sft::BenchSftArgs),
 }
 
 fn main() {
@@ -28,6 +31,7 @@ fn main() {
     };
     let result = match cli.command {
         Command::Score(args) => asrl_learner::cli::score::run(args),
+        Command::BenchSft(args) => asrl_learner::cli::bench_sft::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
