@@ -1,1 +1,220 @@
-//! (in progress)
+//! KV-cached group sampling: one prefill of the prompt shared by `n` samples decoded as a batch.
+
+use candle_core::{DType, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::SamplingParams;
+use crate::model::{LoraAdapter, Model, ModelError};
+use crate::tokenizer::Tokenizer;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// Sampled one of the tokenizer's eos ids (kept as the last token).
+    Eos,
+    /// Reached `max_new_tokens`.
+    Length,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// Sampled tokens, including the final eos token when `finish == Eos`.
+    pub tokens: Vec<u32>,
+    /// Log-prob of each sampled token under softmax(logits / T) (T = 1 when greedy), before top-p.
+    pub logprobs: Vec<f32>,
+    /// `tokens` decoded with special tokens skipped.
+    pub text: String,
+    pub finish: FinishReason,
+}
+
+pub fn validate_params(params: &SamplingParams) -> Result<(), ModelError> {
+    if params.n == 0 {
+        return Err(ModelError::Input("sampling n must be >= 1".into()));
+    }
+    if !(params.temperature.is_finite() && params.temperature >= 0.0) {
+        return Err(ModelError::Input(format!("temperature must be >= 0, got {}", params.temperature)));
+    }
+    if !(params.top_p > 0.0 && params.top_p <= 1.0) {
+        return Err(ModelError::Input(format!("top_p must be in (0, 1], got {}", params.top_p)));
+    }
+    Ok(())
+}
+
+/// One prefill of `prompt_ids`, then `params.n` samples decoded together from copies of its
+/// cache; finished rows leave the batch. Deterministic for a given `params.seed`.
+pub fn generate_group(
+    model: &Model,
+    adapter: Option<&LoraAdapter>,
+    tokenizer: &Tokenizer,
+    prompt_ids: &[u32],
+    params: &SamplingParams,
+) -> Result<Vec<Completion>, ModelError> {
+    validate_params(params)?;
+    if prompt_ids.is_empty() {
+        return Err(ModelError::Input("the prompt has no tokens".into()));
+    }
+    let n = params.n;
+    let eos = tokenizer.eos_token_ids();
+    let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+    let mut rows: Vec<(Vec<u32>, Vec<f32>, Option<FinishReason>)> = vec![(vec![], vec![], None); n];
+    if params.max_new_tokens == 0 {
+        return finish(rows, tokenizer);
+    }
+    let device = model.device();
+    let vocab = model.config().vocab_size;
+    let mut cache = model.new_cache_with_capacity(prompt_ids.len() + params.max_new_tokens);
+    let prompt = Tensor::new(prompt_ids, device)?.unsqueeze(0)?;
+    let mut logits = model.forward_cached_last(&prompt, &mut cache, adapter)?; // (1, vocab)
+    cache.repeat_batch(n)?;
+    // Row i of the batch (and the cache) is sample active[i].
+    let mut active: Vec<usize> = (0..n).collect();
+    let mut shared_prefill = true;
+    loop {
+        let flat: Vec<f32> = logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let mut keep = Vec::with_capacity(active.len());
+        for (pos, &sample) in active.iter().enumerate() {
+            let row = if shared_prefill { 0 } else { pos };
+            let (tok, lp) = sample_token(&flat[row * vocab..(row + 1) * vocab], params.temperature, params.top_p, &mut rng);
+            let r = &mut rows[sample];
+            r.0.push(tok);
+            r.1.push(lp);
+            if eos.contains(&tok) {
+                r.2 = Some(FinishReason::Eos);
+            } else if r.0.len() >= params.max_new_tokens {
+                r.2 = Some(FinishReason::Length);
+            } else {
+                keep.push(pos);
+            }
+        }
+        shared_prefill = false;
+        if keep.is_empty() {
+            break;
+        }
+        if keep.len() < active.len() {
+            cache.select_rows(&keep)?;
+            active = keep.iter().map(|&p| active[p]).collect();
+        }
+        let last: Vec<u32> = active.iter().map(|&s| *rows[s].0.last().unwrap_or(&0)).collect();
+        let input = Tensor::from_vec(last, (active.len(), 1), device)?;
+        logits = model.forward_cached_last(&input, &mut cache, adapter)?;
+    }
+    finish(rows, tokenizer)
+}
+
+fn finish(
+    rows: Vec<(Vec<u32>, Vec<f32>, Option<FinishReason>)>,
+    tokenizer: &Tokenizer,
+) -> Result<Vec<Completion>, ModelError> {
+    rows.into_iter()
+        .map(|(tokens, logprobs, f)| {
+            let text = tokenizer.decode(&tokens, true)?;
+            Ok(Completion { tokens, logprobs, text, finish: f.unwrap_or(FinishReason::Length) })
+        })
+        .collect()
+}
+
+/// Samples one token; returns it with its log-prob under softmax(logits / T) before top-p
+/// (T = 1 for greedy, `temperature == 0`).
+pub fn sample_token(logits: &[f32], temperature: f64, top_p: f64, rng: &mut impl Rng) -> (u32, f32) {
+    let greedy = temperature == 0.0;
+    let inv_t = if greedy { 1.0 } else { (1.0 / temperature) as f32 };
+    let scaled: Vec<f32> = logits.iter().map(|&l| l * inv_t).collect();
+    let max = scaled.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = scaled.iter().map(|&s| ((s - max) as f64).exp()).sum();
+    let lse = max as f64 + sum.ln();
+    let logprob = |i: usize| (scaled[i] as f64 - lse) as f32;
+    if greedy {
+        // First maximum, like torch.argmax.
+        let best = scaled.iter().position(|&s| s == max).unwrap_or(0);
+        return (best as u32, logprob(best));
+    }
+    let probs: Vec<f64> = scaled.iter().map(|&s| (s as f64 - lse).exp()).collect();
+    let tok = if top_p >= 1.0 { sample_from(&probs, 0..probs.len(), 1.0, rng) } else { sample_top_p(&probs, top_p, rng) };
+    (tok as u32, logprob(tok))
+}
+
+/// Walks `candidates` until the cumulative probability passes u ~ U[0, mass).
+fn sample_from(probs: &[f64], candidates: impl Iterator<Item = usize> + Clone, mass: f64, rng: &mut impl Rng) -> usize {
+    let u = rng.random::<f64>() * mass;
+    let mut acc = 0.0;
+    let mut last = 0;
+    for i in candidates {
+        acc += probs[i];
+        last = i;
+        if acc > u {
+            return i;
+        }
+    }
+    last
+}
+
+/// Nucleus sampling: the smallest set of most likely tokens whose mass reaches `top_p`.
+/// Buckets by log2(p) first so only the few tokens near the top are sorted.
+fn sample_top_p(probs: &[f64], top_p: f64, rng: &mut impl Rng) -> usize {
+    const BUCKETS: usize = 64;
+    let bucket = |p: f64| if p <= 0.0 { BUCKETS - 1 } else { ((-p.log2()) as usize).min(BUCKETS - 1) };
+    let mut mass = [0.0f64; BUCKETS];
+    for &p in probs {
+        mass[bucket(p)] += p;
+    }
+    let mut cut = BUCKETS - 1;
+    let mut acc = 0.0;
+    for (k, m) in mass.iter().enumerate() {
+        acc += m;
+        if acc >= top_p {
+            cut = k;
+            break;
+        }
+    }
+    let mut cand: Vec<usize> = (0..probs.len()).filter(|&i| bucket(probs[i]) <= cut).collect();
+    cand.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+    let mut kept = 0;
+    let mut kept_mass = 0.0;
+    for &i in &cand {
+        kept += 1;
+        kept_mass += probs[i];
+        if kept_mass >= top_p {
+            break;
+        }
+    }
+    sample_from(probs, cand[..kept].iter().copied(), kept_mass, rng)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_p_keeps_the_smallest_nucleus() {
+        let probs = [0.5, 0.05, 0.3, 0.15];
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut seen = [0usize; 4];
+        for _ in 0..2000 {
+            seen[sample_top_p(&probs, 0.8, &mut rng)] += 1;
+        }
+        // {0, 2} reaches 0.8; tokens 1 and 3 are cut.
+        assert_eq!((seen[1], seen[3]), (0, 0));
+        assert!(seen[0] > seen[2] && seen[2] > 0, "{seen:?}");
+    }
+
+    #[test]
+    fn greedy_logprob_is_log_softmax_at_argmax() {
+        let logits = [1.0f32, 3.0, 2.0];
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let (t, lp) = sample_token(&logits, 0.0, 1.0, &mut rng);
+        let lse = (1f64.exp() + 3f64.exp() + 2f64.exp()).ln();
+        assert_eq!(t, 1);
+        assert!((lp as f64 - (3.0 - lse)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn tempered_logprob_is_before_top_p() {
+        let logits = [0.0f32, 1.0];
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let (t, lp) = sample_token(&logits, 0.5, 0.5, &mut rng);
+        // top_p 0.5 keeps only token 1; its log-prob is still under the full softmax(l / 0.5).
+        let expected = 2.0 - (1f64 + 2f64.exp()).ln();
+        assert_eq!(t, 1);
+        assert!((lp as f64 - expected).abs() < 1e-6);
+    }
+}

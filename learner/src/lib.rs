@@ -3,3 +3,4 @@
 pub mod cli;
 pub mod report;
 pub mod schedule;
+pub mod training;

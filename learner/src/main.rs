@@ -1,3 +1,5 @@
+//! `asrl-learner`: a thin dispatcher over the subcommands in `asrl_learner::cli`.
+
 use std::process::ExitCode;
 
 use asrl_learner::cli;
@@ -13,6 +15,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Per-token log-probabilities of a text under the model (and adapter).
+    Score(cli::score::ScoreArgs),
     /// Inspect a dataset or write demo data.
     #[command(subcommand)]
     Data(cli::data::DataCommand),
@@ -20,13 +24,28 @@ enum Command {
     Plot(cli::plot::PlotArgs),
     /// Print Table 1 (format accuracy by epoch, epochs to 90%) and the live-data metric over runs.
     Report(cli::report::ReportArgs),
+    /// LoRA SFT throughput benchmark (scripts/bench-sft.sh).
+    #[command(hide = true)]
+    BenchSft(cli::bench_sft::BenchSftArgs),
 }
 
 fn main() -> ExitCode {
-    let result = match Cli::parse().command {
+    asrl_common::telemetry::init_tracing();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help / --version
+        Err(e) => {
+            let msg = e.render().to_string();
+            eprintln!("{}", msg.lines().next().unwrap_or("error: invalid arguments"));
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Score(args) => cli::score::run(args).map(|()| ExitCode::SUCCESS),
         Command::Data(command) => cli::data::run(command),
         Command::Plot(args) => cli::plot::run(args).map(|()| ExitCode::SUCCESS),
         Command::Report(args) => cli::report::run(args).map(|()| ExitCode::SUCCESS),
+        Command::BenchSft(args) => cli::bench_sft::run(args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

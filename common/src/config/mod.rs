@@ -12,6 +12,7 @@ mod run;
 mod sampling;
 mod schedule;
 mod workers;
+mod train;
 
 pub use data::DataConfig;
 pub use lora::{LoraConfig, LoraTarget};
@@ -22,3 +23,7 @@ pub use run::RunConfig;
 pub use sampling::SamplingParams;
 pub use schedule::{Monitor, ScheduleConfig, ScheduleKind, Stage};
 pub use workers::WorkersConfig;
+pub use train::{
+    AdvantageScaling, CheckpointConfig, GrpoConfig, LossAggregation, OptimiserConfig, SftConfig,
+    TrainConfig,
+};

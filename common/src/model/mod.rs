@@ -1,5 +1,31 @@
 //! Decoder-only transformer (Qwen3 and Llama families) with trainable LoRA adapters.
+//!
+//! - `transformer`: the decoder (differentiable `forward`, fused cached `forward_cached`).
+//! - `cache`: the preallocated KV cache.
+//! - `lora`: LoRA `Var`s; `peft`: PEFT adapter files / transport bytes.
+//! - `hf`: loading HF dirs (and dispatching `.gguf`); `gguf`: reading GGUF files as HF-named tensors.
+//! - `logprobs`: per-token log-probabilities.
 
+mod cache;
 mod config;
+mod error;
+pub mod gguf;
+mod hf;
+mod logprobs;
+mod lora;
+mod peft;
+mod random;
+mod transformer;
 
+pub use cache::KvCache;
 pub use config::{Arch, ModelConfig};
+pub use error::ModelError;
+pub use hf::{load, load_hf_model, parse_dtype, LoadedModel};
+pub use logprobs::token_logprobs;
+pub use lora::{peft_key, LoraAdapter};
+pub use peft::{lora_config_from_peft, peft_config_json, ADAPTER_CONFIG, ADAPTER_WEIGHTS};
+pub use random::random_tensors;
+pub use transformer::{expected_tensor_shapes, Model};
+
+#[cfg(test)]
+mod tests;

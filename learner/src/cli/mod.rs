@@ -1,5 +1,7 @@
 //! Subcommands of the `asrl-learner` binary; `main.rs` only dispatches.
 
+pub mod bench_sft;
 pub mod data;
 pub mod plot;
 pub mod report;
+pub mod score;

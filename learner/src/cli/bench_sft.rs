@@ -1,0 +1,135 @@
+//! `asrl-learner bench-sft` (hidden): LoRA SFT throughput of the training core — forward,
+//! backward and AdamW on one sequence per step — on SmolLM2-135M (or a random model of its shape).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use asrl_common::config::{LoraConfig, TrainConfig};
+use asrl_common::device::parse_device;
+use asrl_common::model::{load, Arch, LoraAdapter, Model, ModelConfig};
+use candle_core::{DType, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::training::{LoraPolicy, MetricsSink, Phase, Policy, SftExample, Trainer};
+
+#[derive(clap::Args, Debug)]
+pub struct BenchSftArgs {
+    /// `.gguf` file or HF dir; when it does not exist a random model of SmolLM2-135M's shape is used.
+    #[arg(long, default_value = "assets/SmolLM2-135M-Instruct.Q4_1.gguf")]
+    pub model: PathBuf,
+    /// Tokens per training sequence.
+    #[arg(long, default_value_t = 256)]
+    pub seq: usize,
+    /// LoRA rank (alpha = 2·rank, all 7 projections).
+    #[arg(long, default_value_t = 32)]
+    pub rank: usize,
+    /// Timed optimiser steps (after one warm-up step).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// SmolLM2-135M's shape, for runs without the asset.
+fn smollm2_135m() -> ModelConfig {
+    ModelConfig {
+        arch: Arch::Llama,
+        vocab_size: 49152,
+        hidden_size: 576,
+        intermediate_size: 1536,
+        num_hidden_layers: 30,
+        num_attention_heads: 9,
+        num_key_value_heads: 3,
+        head_dim: 64,
+        rope_theta: 100_000.0,
+        rms_norm_eps: 1e-5,
+        tie_word_embeddings: true,
+        max_position_embeddings: 8192,
+    }
+}
+
+pub fn run(args: BenchSftArgs) -> anyhow::Result<()> {
+    if args.seq < 2 || args.rank == 0 || args.steps == 0 {
+        bail!("--seq must be >= 2, --rank and --steps >= 1");
+    }
+    let device = parse_device(&args.device)?;
+    let (model, source) = if args.model.exists() {
+        let loaded = load(&args.model, &device, DType::F32)
+            .with_context(|| format!("loading {}", args.model.display()))?;
+        (loaded.model, args.model.display().to_string())
+    } else {
+        (Model::random(smollm2_135m(), &device, DType::F32, 0)?, "random init, SmolLM2-135M shape".into())
+    };
+    let cfg = model.config().clone();
+    let lora = LoraConfig { r: args.rank, alpha: 2.0 * args.rank as f64, ..Default::default() };
+    let adapter = LoraAdapter::new(&lora, &cfg, &device, 0)?;
+    let policy = LoraPolicy::new(model, adapter, source.clone());
+
+    let mut tc = TrainConfig::default();
+    tc.sft.grad_accum_steps = 1;
+    tc.sft.max_seq_len = args.seq;
+    let mut trainer = Trainer::new(policy, tc, 1.0, 1, 0, MetricsSink::disabled())?;
+    trainer.begin_phase(0, Phase::Sft, 0)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let tokens: Vec<u32> = (0..args.seq).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect();
+    // Every token after the first is a label, like `labels = input_ids` in the PEFT reference.
+    let example = SftExample { tokens: tokens.clone(), label_mask: vec![true; args.seq] };
+
+    trainer.sft_micro_step(std::slice::from_ref(&example))?;
+    let start = Instant::now();
+    for _ in 0..args.steps {
+        let m = trainer
+            .sft_micro_step(std::slice::from_ref(&example))?
+            .context("grad_accum_steps = 1 steps on every micro-batch")?;
+        if !m.applied {
+            bail!("a benchmark step was skipped (non-finite loss)");
+        }
+    }
+    let step_s = start.elapsed().as_secs_f64() / args.steps as f64;
+
+    // Forward alone, for the backward/forward ratio.
+    let ids = Tensor::new(tokens.as_slice(), &device)?.unsqueeze(0)?;
+    let start = Instant::now();
+    for _ in 0..args.steps {
+        trainer.policy().logits(&ids, true)?.sum_all()?.to_scalar::<f32>()?;
+    }
+    let fwd_s = start.elapsed().as_secs_f64() / args.steps as f64;
+
+    // candle's matmul backward also forms x^T·grad for the frozen base weights (and the tied
+    // vocab projection): time exactly those products at this sequence length.
+    let mut shapes: Vec<(usize, usize)> = Vec::new();
+    for t in asrl_common::config::LoraTarget::ALL {
+        shapes.push(cfg.projection_shape(t));
+    }
+    let seq = args.seq;
+    let mk = |r: usize, c: usize| Tensor::ones((r, c), DType::F32, &device);
+    let start = Instant::now();
+    for &(out, inp) in &shapes {
+        let (xt, g) = (mk(inp, seq)?, mk(seq, out)?);
+        for _ in 0..cfg.num_hidden_layers {
+            xt.matmul(&g)?.sum_all()?.to_scalar::<f32>()?;
+        }
+    }
+    let (xt, g) = (mk(cfg.hidden_size, seq)?, mk(seq, cfg.vocab_size)?);
+    xt.matmul(&g)?.sum_all()?.to_scalar::<f32>()?;
+    let frozen_s = start.elapsed().as_secs_f64();
+
+    let tps = args.seq as f64 / step_s;
+    println!("model: {source}");
+    println!(
+        "lora: r={} alpha={} modules=7 trainable_params={}",
+        args.rank,
+        2 * args.rank,
+        trainer.policy().adapter().num_parameters()
+    );
+    println!("seq={} steps={} threads={}", args.seq, args.steps, candle_core::utils::get_num_threads());
+    println!("step_seconds={step_s:.3} forward_seconds={fwd_s:.3}");
+    println!(
+        "frozen_weight_grad_seconds={frozen_s:.3} ({:.0}% of a step, computed and discarded)",
+        100.0 * frozen_s / step_s
+    );
+    println!("candle_tokens_per_second={tps:.1}");
+    Ok(())
+}

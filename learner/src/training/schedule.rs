@@ -1,0 +1,64 @@
+//! The paper's learning-rate schedule: constant during SFT, linear decay during GRPO, both reset
+//! at the start of every epoch.
+
+use serde::{Deserialize, Serialize};
+
+/// The two alternating phases of an ASRL epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Sft,
+    Grpo,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Sft => "sft",
+            Phase::Grpo => "grpo",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct LrSchedule {
+    pub base_lr: f64,
+    /// GRPO ends at `base_lr * grpo_floor`.
+    pub grpo_floor: f64,
+}
+
+impl LrSchedule {
+    /// LR of the optimiser step `step` (0-based, counted within the phase) when the phase is
+    /// planned to take `planned_steps` steps. GRPO follows transformers' linear schedule
+    /// `base · (1 − step/planned)`, lifted to end at the floor instead of 0.
+    pub fn lr(&self, phase: Phase, step: u64, planned_steps: u64) -> f64 {
+        match phase {
+            Phase::Sft => self.base_lr,
+            Phase::Grpo => {
+                let progress = if planned_steps == 0 {
+                    0.0
+                } else {
+                    (step as f64 / planned_steps as f64).min(1.0)
+                };
+                self.base_lr * (self.grpo_floor + (1.0 - self.grpo_floor) * (1.0 - progress))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sft_constant_grpo_linear_to_floor() {
+        let s = LrSchedule { base_lr: 1e-4, grpo_floor: 0.1 };
+        assert_eq!(s.lr(Phase::Sft, 0, 10), 1e-4);
+        assert_eq!(s.lr(Phase::Sft, 99, 10), 1e-4);
+        assert!((s.lr(Phase::Grpo, 0, 10) - 1e-4).abs() < 1e-18);
+        assert!((s.lr(Phase::Grpo, 5, 10) - 0.55e-4).abs() < 1e-15);
+        assert!((s.lr(Phase::Grpo, 10, 10) - 1e-5).abs() < 1e-15);
+        assert!((s.lr(Phase::Grpo, 50, 10) - 1e-5).abs() < 1e-15);
+        assert_eq!(s.lr(Phase::Grpo, 3, 0), 1e-4);
+    }
+}
