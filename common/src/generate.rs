@@ -49,12 +49,25 @@ pub fn generate_group(
     prompt_ids: &[u32],
     params: &SamplingParams,
 ) -> Result<Vec<Completion>, ModelError> {
+    generate_group_until(model, adapter, tokenizer, prompt_ids, params, tokenizer.eos_token_ids())
+}
+
+/// [`generate_group`] stopping on `stop_ids` instead of the tokenizer's eos ids (an empty
+/// slice always generates `max_new_tokens`, e.g. for benchmarks).
+pub fn generate_group_until(
+    model: &Model,
+    adapter: Option<&LoraAdapter>,
+    tokenizer: &Tokenizer,
+    prompt_ids: &[u32],
+    params: &SamplingParams,
+    stop_ids: &[u32],
+) -> Result<Vec<Completion>, ModelError> {
     validate_params(params)?;
     if prompt_ids.is_empty() {
         return Err(ModelError::Input("the prompt has no tokens".into()));
     }
     let n = params.n;
-    let eos = tokenizer.eos_token_ids();
+    let eos = stop_ids;
     let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
     let mut rows: Vec<(Vec<u32>, Vec<f32>, Option<FinishReason>)> = vec![(vec![], vec![], None); n];
     if params.max_new_tokens == 0 {

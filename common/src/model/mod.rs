@@ -11,6 +11,7 @@ mod config;
 mod error;
 pub mod gguf;
 mod hf;
+mod kernels;
 mod logprobs;
 mod lora;
 mod peft;

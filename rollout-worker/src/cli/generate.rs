@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use asrl_common::config::SamplingParams;
 use asrl_common::device::parse_device;
-use asrl_common::generate::{generate_group, validate_params, FinishReason};
+use asrl_common::generate::{generate_group_until, validate_params, FinishReason};
 use asrl_common::model::{load, parse_dtype, LoraAdapter};
 use asrl_common::tokenizer::ChatMessage;
 
@@ -38,6 +38,9 @@ pub struct GenerateArgs {
     /// Sampler seed (the same seed gives the same completions).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Do not stop at eos tokens: always sample --max-new-tokens (for benchmarks).
+    #[arg(long)]
+    pub ignore_eos: bool,
     /// Print `{"completions":[{"tokens":[...],"text":"...","logprobs":[...],"finish":"eos"|"length"}]}`.
     #[arg(long)]
     pub json: bool,
@@ -79,7 +82,8 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         bail!("--prompt has no tokens");
     }
     let start = Instant::now();
-    let group = generate_group(&model, None, &loaded.tokenizer, &prompt_ids, &params)?;
+    let stop: &[u32] = if args.ignore_eos { &[] } else { loaded.tokenizer.eos_token_ids() };
+    let group = generate_group_until(&model, None, &loaded.tokenizer, &prompt_ids, &params, stop)?;
     let secs = start.elapsed().as_secs_f64();
     let produced: usize = group.iter().map(|c| c.tokens.len()).sum();
     eprintln!(
