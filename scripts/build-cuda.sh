@@ -21,7 +21,8 @@
 #                     CPU ones: RUSTFLAGS differ, so sharing one dir rebuilds everything each switch)
 #   PIP               pip command                  (default: python3 -m pip)
 #
-# Output layout (default mode): dist/cuda/{asrl-learner,asrl-rollout-worker,lib/*.so*,VERSIONS.txt}.
+# Output layout (default mode):
+#   dist/cuda/{asrl-learner,asrl-rollout-worker,cuda-smoke,lib/*.so*,VERSIONS.txt}
 # The binaries carry DT_RPATH=$ORIGIN/lib, so the folder runs on any x86-64 Linux with an NVIDIA
 # driver >= 580 (CUDA 13.0) and glibc >= the build machine's, without a CUDA toolkit.
 set -euo pipefail
@@ -209,15 +210,16 @@ assemble_dist() {
   rel=$(target_dir)/release
   rm -rf "$dist"
   mkdir -p "$dist/lib"
-  local bins=("$rel/asrl-learner" "$rel/asrl-rollout-worker")
-  cp -f "${bins[@]}" "$dist/"
-  collect_libs "$dist/asrl-learner" "$dist/asrl-rollout-worker"
-  check_driver_symbols "$dist/asrl-learner" "$dist/asrl-rollout-worker"
+  cp -f "$rel/asrl-learner" "$rel/asrl-rollout-worker" "$dist/"
+  cp -f "$rel/examples/cuda-smoke" "$dist/"
+  local bins=("$dist/asrl-learner" "$dist/asrl-rollout-worker" "$dist/cuda-smoke")
+  collect_libs "${bins[@]}"
+  check_driver_symbols "${bins[@]}"
   {
     echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m), $(ldd --version | head -n1)"
     echo "git: $(cd "$repo" && git rev-parse HEAD 2>/dev/null || echo unknown)$(cd "$repo" && git diff --quiet HEAD 2>/dev/null || echo ' (dirty)')"
     echo "CUDA_COMPUTE_CAP=$compute_cap"
-    echo "nvcc: $("$root/bin/nvcc" --version | grep -o 'V[0-9.]*')"
+    echo "nvcc: $("$root/bin/nvcc" --version | grep -oE 'V[0-9]+\.[0-9.]+')"
     echo "wheels:"
     printf '%s\n' "$requirements" | awk 'NF {print "  " $1}'
     echo "needs: NVIDIA driver >= 580 (CUDA 13.0), glibc >= build machine's, libstdc++.so.6"
@@ -246,7 +248,10 @@ case $mode in
     ;;
   build)
     log "cargo build --release --features cuda (CUDA_COMPUTE_CAP=$compute_cap, target dir $(target_dir))"
-    cargo build --release --features cuda "${packages[@]}" ${cargo_extra[@]+"${cargo_extra[@]}"}
+    # cuda-smoke (common/examples) links every CUDA library candle uses, whatever the binaries
+    # use so far, and is the first thing to run on a GPU machine.
+    cargo build --release --features cuda "${packages[@]}" -p asrl-common --bins --example cuda-smoke \
+      ${cargo_extra[@]+"${cargo_extra[@]}"}
     assemble_dist
     ;;
 esac

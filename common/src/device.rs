@@ -47,10 +47,11 @@ pub fn parse_device(spec: &str) -> Result<Device, DeviceError> {
 /// Like [`parse_device`], but a CUDA device gets its own stream (candle's
 /// `Device::new_cuda_with_stream`) in the same primary context, for a rollout worker that runs
 /// in the learner's process on the learner's GPU: its kernels then queue independently of the
-/// learner's instead of serialising behind them. Tensors stay usable across both devices; candle
-/// orders cross-stream uses with CUDA events. Separate processes already get separate contexts,
-/// so there this makes no difference. `cpu` gives the CPU device. Without the `cuda` feature a
-/// `cuda:N` spec fails like it does in [`parse_device`].
+/// learner's instead of serialising behind them. Candle treats the result as a different device
+/// (ops on tensors of both fail with a device mismatch): tensors cross with `to_device`, which
+/// copies through host memory, so such a worker keeps its own copy of the weights. Separate
+/// processes already get separate contexts, so there this makes no difference. `cpu` gives the
+/// CPU device. Without the `cuda` feature a `cuda:N` spec fails like it does in [`parse_device`].
 pub fn parse_device_with_own_stream(spec: &str) -> Result<Device, DeviceError> {
     open(spec, Device::new_cuda_with_stream)
 }
@@ -119,7 +120,7 @@ mod tests {
         assert_ne!(a.cuda_stream().cu_stream(), b.cuda_stream().cu_stream());
         assert!(shared.same_device(&shared.clone()));
         assert!(!shared.same_device(&own), "candle must treat the two as distinct devices");
-        // Work on the own stream reads back what the default stream wrote.
+        // A tensor made on the default stream, copied over and computed on the own stream.
         let t = candle_core::Tensor::arange(0f32, 8., &shared).unwrap();
         let u = t.to_device(&own).unwrap().affine(2., 1.).unwrap();
         assert_eq!(u.to_vec1::<f32>().unwrap(), (0..8).map(|i| 2. * i as f32 + 1.).collect::<Vec<_>>());
