@@ -14,21 +14,55 @@ pub enum DeviceError {
     },
 }
 
-/// Parses `cpu`, `cuda` (= `cuda:0`) or `cuda:N` and opens the device.
-pub fn parse_device(spec: &str) -> Result<Device, DeviceError> {
+/// A parsed device string, before any device is opened (config validation needs no GPU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Cpu,
+    Cuda(usize),
+}
+
+/// Parses `cpu`, `cuda` (= `cuda:0`) or `cuda:N` without opening anything.
+pub fn parse_device_spec(spec: &str) -> Result<DeviceSpec, DeviceError> {
     let spec_trim = spec.trim();
     if spec_trim.eq_ignore_ascii_case("cpu") {
-        return Ok(Device::Cpu);
+        return Ok(DeviceSpec::Cpu);
     }
-    let ordinal = match spec_trim.strip_prefix("cuda") {
-        Some("") => 0,
+    match spec_trim.strip_prefix("cuda") {
+        Some("") => Ok(DeviceSpec::Cuda(0)),
         Some(rest) => rest
             .strip_prefix(':')
             .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(|| DeviceError::Invalid(spec.to_string()))?,
-        None => return Err(DeviceError::Invalid(spec.to_string())),
-    };
-    Device::new_cuda(ordinal).map_err(|source| DeviceError::Unavailable { spec: spec.to_string(), source })
+            .map(DeviceSpec::Cuda)
+            .ok_or_else(|| DeviceError::Invalid(spec.to_string())),
+        None => Err(DeviceError::Invalid(spec.to_string())),
+    }
+}
+
+/// Parses `cpu`, `cuda` (= `cuda:0`) or `cuda:N` and opens the device. A CUDA device runs its
+/// work on the per-thread default stream of the GPU's primary context.
+pub fn parse_device(spec: &str) -> Result<Device, DeviceError> {
+    open(spec, Device::new_cuda)
+}
+
+/// Like [`parse_device`], but a CUDA device gets its own stream (candle's
+/// `Device::new_cuda_with_stream`) in the same primary context, for a rollout worker that runs
+/// in the learner's process on the learner's GPU: its kernels then queue independently of the
+/// learner's instead of serialising behind them. Candle treats the result as a different device
+/// (ops on tensors of both fail with a device mismatch): tensors cross with `to_device`, which
+/// copies through host memory, so such a worker keeps its own copy of the weights. Separate
+/// processes already get separate contexts, so there this makes no difference. `cpu` gives the
+/// CPU device. Without the `cuda` feature a `cuda:N` spec fails like it does in [`parse_device`].
+pub fn parse_device_with_own_stream(spec: &str) -> Result<Device, DeviceError> {
+    open(spec, Device::new_cuda_with_stream)
+}
+
+fn open(spec: &str, new_cuda: fn(usize) -> candle_core::Result<Device>) -> Result<Device, DeviceError> {
+    match parse_device_spec(spec)? {
+        DeviceSpec::Cpu => Ok(Device::Cpu),
+        DeviceSpec::Cuda(ordinal) => {
+            new_cuda(ordinal).map_err(|source| DeviceError::Unavailable { spec: spec.to_string(), source })
+        }
+    }
 }
 
 #[cfg(test)]
@@ -42,10 +76,53 @@ mod tests {
         assert!(matches!(parse_device("cuda:x"), Err(DeviceError::Invalid(_))));
     }
 
+    #[test]
+    fn parses_specs_without_opening() {
+        assert_eq!(parse_device_spec(" CPU ").unwrap(), DeviceSpec::Cpu);
+        assert_eq!(parse_device_spec("cuda").unwrap(), DeviceSpec::Cuda(0));
+        assert_eq!(parse_device_spec("cuda:3").unwrap(), DeviceSpec::Cuda(3));
+        for bad in ["cuda:", "cuda:-1", "cuda0", "cuda:1:2", "", "metal"] {
+            assert!(matches!(parse_device_spec(bad), Err(DeviceError::Invalid(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn own_stream_on_cpu_is_the_cpu() {
+        assert!(parse_device_with_own_stream("cpu").unwrap().is_cpu());
+        assert!(matches!(parse_device_with_own_stream("gpu"), Err(DeviceError::Invalid(_))));
+    }
+
     #[cfg(not(feature = "cuda"))]
     #[test]
     fn cuda_without_feature_is_a_clear_error() {
-        let err = parse_device("cuda:0").unwrap_err().to_string();
-        assert!(err.contains("cuda:0"), "{err}");
+        for open in [parse_device, parse_device_with_own_stream] {
+            let err = open("cuda:0").unwrap_err().to_string();
+            assert!(err.contains("cuda:0"), "{err}");
+        }
+    }
+
+    /// Needs a GPU: without one (CI, or the libcuda stub) it checks the failure is a clean
+    /// `Unavailable` naming the spec, and returns.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn own_stream_differs_from_default_stream() {
+        let shared = match parse_device("cuda:0") {
+            Ok(d) => d,
+            Err(e) => {
+                assert!(matches!(e, DeviceError::Unavailable { .. }), "{e}");
+                assert!(e.to_string().contains("cuda:0"), "{e}");
+                eprintln!("skipping: no usable GPU ({e})");
+                return;
+            }
+        };
+        let own = parse_device_with_own_stream("cuda:0").unwrap();
+        let (a, b) = (shared.as_cuda_device().unwrap(), own.as_cuda_device().unwrap());
+        assert_ne!(a.cuda_stream().cu_stream(), b.cuda_stream().cu_stream());
+        assert!(shared.same_device(&shared.clone()));
+        assert!(!shared.same_device(&own), "candle must treat the two as distinct devices");
+        // A tensor made on the default stream, copied over and computed on the own stream.
+        let t = candle_core::Tensor::arange(0f32, 8., &shared).unwrap();
+        let u = t.to_device(&own).unwrap().affine(2., 1.).unwrap();
+        assert_eq!(u.to_vec1::<f32>().unwrap(), (0..8).map(|i| 2. * i as f32 + 1.).collect::<Vec<_>>());
     }
 }
