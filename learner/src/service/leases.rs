@@ -153,12 +153,14 @@ impl LeaseManager {
 
     /// Re-queues the prompts of every active lease past its deadline.
     pub fn sweep(&mut self, now: Instant) {
-        let expired: Vec<u64> = self
+        let mut expired: Vec<u64> = self
             .leases
             .iter()
             .filter(|(_, l)| l.state == LeaseState::Active && l.deadline <= now)
             .map(|(id, _)| *id)
             .collect();
+        // Oldest lease first, so re-queued prompts keep their original order.
+        expired.sort_unstable();
         for lease_id in expired {
             let Some(lease) = self.leases.get_mut(&lease_id) else { continue };
             lease.state = LeaseState::Expired;
@@ -313,9 +315,9 @@ mod tests {
         let mut m = manager(3);
         let a = m.lease(1, 0, 5, t0).unwrap();
         assert_eq!(ids(&a), ["p0", "p1"]);
-        let b = m.lease(2, 0, 5, t0).unwrap();
+        let b = m.lease(2, 0, 5, t0 + Duration::from_millis(500)).unwrap();
         assert_eq!(ids(&b), ["p2"]);
-        assert!(m.lease(2, 0, 5, t0).is_none(), "queue is empty while leases are active");
+        assert!(m.lease(2, 0, 5, t0 + Duration::from_millis(500)).is_none(), "queue is empty while leases are active");
 
         // Worker 1 stalls past its deadline: worker 2 gets its prompts.
         let later = t0 + Duration::from_millis(1001);
