@@ -331,12 +331,13 @@ async fn bad_requests_get_precise_statuses_and_change_nothing() {
     r.timings.as_mut().unwrap().generation_seconds = f64::NAN;
     expect(c.submit_groups(r).await, Code::InvalidArgument, "timings.generation_seconds");
 
-    // Larger than the server's 16 MiB decode limit (the client is allowed to send it).
+    // Larger than the server's 16 MiB decode limit (the client is allowed to send it): tonic
+    // 0.14 answers OUT_OF_RANGE "decoded message length too large".
     let cfg = GrpcClientConfig { max_message_bytes: 64 << 20, ..l.client_cfg(None) };
     let mut big = transport::learner_client(transport::connect(&cfg).await.unwrap(), &cfg).unwrap();
     let mut r = submission(w, &ls);
     r.groups[0].completions[0].token_ids = vec![999; 9_000_000]; // 2-byte varints: 18 MB
-    expect(big.submit_groups(r).await, Code::ResourceExhausted, "");
+    expect(big.submit_groups(r).await, Code::OutOfRange, "too large");
 
     let fa = c.fetch_adapter(pb::FetchAdapterRequest { worker_id: w, version: 9 }).await.unwrap_err();
     assert_eq!(fa.code(), Code::NotFound);
