@@ -7,6 +7,7 @@
 //! - [`data`]: the live JSONL dataset and its stable split.
 //! - [`reward`]: the paper's format and correctness rewards.
 //! - [`telemetry`]: tracing set-up shared by the binaries.
+//! - [`rollout`]: lease work, completions, rewards and training experiences (plain Rust).
 //! - [`transport`]: gRPC plumbing shared by learner and workers.
 
 pub mod config;
@@ -16,5 +17,6 @@ pub mod generate;
 pub mod model;
 pub mod reward;
 pub mod telemetry;
+pub mod rollout;
 pub mod tokenizer;
 pub mod transport;

@@ -1,9 +1,18 @@
 //! `asrl-rollout-worker`: a thin dispatcher over the subcommands in `asrl_rollout_worker::cli`.
 
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use asrl_common::config::RewardConfig;
+use asrl_common::reward::RewardScorer;
+use asrl_rollout_worker::cli;
+use asrl_rollout_worker::engine::ModelEngine;
 use clap::{Parser, Subcommand};
 
+/// An asrl rollout worker: samples completion groups with the learner's adapter and scores them.
 #[derive(Parser)]
-#[command(name = "asrl-rollout-worker", version, about = "An asrl rollout worker")]
+#[command(name = "asrl-rollout-worker", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -11,26 +20,43 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Sample a group of completions for one prompt.
-    Generate(asrl_rollout_worker::cli::generate::GenerateArgs),
+    /// Sample a group of completions for one prompt (outside training).
+    Generate(cli::generate::GenerateArgs),
+    /// Connect to a learner and roll out groups until interrupted.
+    Run(cli::RunArgs),
 }
 
-fn main() {
+fn main() -> ExitCode {
     asrl_common::telemetry::init_tracing();
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = match Cli::try_parse() {
+        Ok(parsed) => parsed,
         Err(e) if !e.use_stderr() => e.exit(), // --help / --version
         Err(e) => {
             let msg = e.render().to_string();
             eprintln!("{}", msg.lines().next().unwrap_or("error: invalid arguments"));
-            std::process::exit(2);
+            return ExitCode::from(2);
         }
     };
-    let result = match cli.command {
-        Command::Generate(args) => asrl_rollout_worker::cli::generate::run(args),
+    let result = match parsed.command {
+        Command::Generate(args) => cli::generate::run(args),
+        Command::Run(args) => run(args),
     };
-    if let Err(e) = result {
-        eprintln!("error: {e:#}");
-        std::process::exit(2);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
     }
+}
+
+fn run(args: cli::RunArgs) -> anyhow::Result<()> {
+    let device = asrl_common::device::parse_device(&args.device)?;
+    let dtype = asrl_common::model::parse_dtype(&args.dtype)?;
+    let loaded = asrl_common::model::load(&args.model, &device, dtype)
+        .with_context(|| format!("loading model {}", args.model.display()))?;
+    let engine = ModelEngine::new(loaded);
+    let rewards = RewardScorer::from_config(&RewardConfig::default())?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    runtime.block_on(cli::run::run(&args, engine, Arc::new(rewards)))
 }

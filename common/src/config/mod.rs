@@ -4,6 +4,8 @@
 //! may set any subset of fields and a misspelt field is rejected by name.
 
 mod data;
+mod grpc;
+mod leases;
 mod lora;
 mod reward;
 mod model;
@@ -15,6 +17,8 @@ mod workers;
 mod train;
 
 pub use data::DataConfig;
+pub use grpc::{GrpcClientConfig, GrpcServerConfig, DEFAULT_MAX_MESSAGE_BYTES};
+pub use leases::LeaseConfig;
 pub use lora::{LoraConfig, LoraTarget};
 pub use reward::{RewardComponentConfig, RewardConfig};
 pub use model::{ModelSection, WeightDtype};

@@ -36,6 +36,9 @@ impl safetensors::View for F32View {
 }
 
 /// PEFT's `adapter_config.json` for `cfg`.
+/// Safetensors metadata key of the adapter's PEFT config in transport payloads.
+pub const CONFIG_METADATA_KEY: &str = "asrl.adapter_config";
+
 pub fn peft_config_json(cfg: &LoraConfig, base_model: &str) -> Value {
     let mut targets: Vec<&str> = cfg.target_modules.iter().map(|t| t.module_name()).collect();
     targets.sort();
@@ -154,9 +157,29 @@ impl LoraAdapter {
             let bytes = values.iter().flat_map(|x| x.to_le_bytes()).collect();
             views.push((name, F32View { shape: t.dims().to_vec(), bytes }));
         }
-        let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+        // The PEFT config rides along so a receiver needs nothing but these bytes.
+        let meta = HashMap::from([
+            ("format".to_string(), "pt".to_string()),
+            (CONFIG_METADATA_KEY.to_string(), peft_config_json(self.config(), "").to_string()),
+        ]);
         safetensors::serialize(views, Some(meta))
             .map_err(|e| ModelError::adapter("adapter safetensors", format!("cannot serialise: {e}")))
+    }
+
+    /// Bytes from [`Self::to_safetensors_bytes`], whose metadata carries the LoRA config.
+    pub fn from_self_describing_bytes(bytes: &[u8], model: &ModelConfig, device: &Device) -> Result<Self, ModelError> {
+        const ORIGIN: &str = "adapter safetensors";
+        let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
+            .map_err(|e| ModelError::adapter(ORIGIN, format!("not a valid safetensors file: {e}")))?;
+        let text = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(CONFIG_METADATA_KEY))
+            .ok_or_else(|| ModelError::adapter(ORIGIN, format!("metadata has no `{CONFIG_METADATA_KEY}`")))?;
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| ModelError::adapter(ORIGIN, format!("metadata `{CONFIG_METADATA_KEY}`: {e}")))?;
+        let cfg = lora_config_from_peft(&v, ORIGIN)?;
+        Self::from_bytes_named(bytes, &cfg, model, device, ORIGIN)
     }
 
     pub fn from_safetensors_bytes(

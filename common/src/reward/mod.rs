@@ -8,6 +8,7 @@
 mod answer;
 mod correctness;
 mod format;
+mod group;
 mod length;
 mod numeric;
 mod pattern;

@@ -1,3 +1,6 @@
-//! Subcommand implementations of the `asrl-rollout-worker` binary.
+//! Subcommands of the `asrl-rollout-worker` binary; `main.rs` only dispatches.
 
 pub mod generate;
+pub mod run;
+
+pub use run::RunArgs;

@@ -1,0 +1,62 @@
+//! The configured reward components as the rollout loop's group scorer.
+
+use crate::rollout::{self, ExampleKind, GeneratedCompletion, PromptWork, RewardScores};
+
+use super::{RewardInput, RewardScorer};
+
+impl rollout::RewardFn for RewardScorer {
+    fn score(
+        &self,
+        prompt: &PromptWork,
+        completions: &[GeneratedCompletion],
+    ) -> Result<Vec<RewardScores>, rollout::RewardError> {
+        // The lease carries whether the answer is checkable, not the dataset's free-form type.
+        let example_type = match prompt.kind {
+            ExampleKind::Verifiable => "verifiable",
+            ExampleKind::Open => "open",
+        };
+        completions
+            .iter()
+            .map(|c| {
+                let input = RewardInput::new(&prompt.prompt_text, &c.text, &prompt.ground_truth, example_type)
+                    .with_completion_tokens(c.tokens.len());
+                let score = RewardScorer::score(self, &input).map_err(|e| rollout::RewardError {
+                    prompt_id: prompt.prompt_id.clone(),
+                    message: e.to_string(),
+                })?;
+                Ok(RewardScores { total: score.total, components: score.components.into_iter().collect() })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::RewardConfig;
+    use crate::generate::FinishReason;
+
+    fn completion(text: &str) -> GeneratedCompletion {
+        GeneratedCompletion { tokens: vec![1, 2, 3], logprobs: vec![-0.1; 3], text: text.into(), finish: FinishReason::Eos }
+    }
+
+    #[test]
+    fn paper_rewards_score_a_group() {
+        let scorer = RewardScorer::from_config(&RewardConfig::default()).unwrap();
+        let prompt = PromptWork {
+            prompt_id: "p1".into(),
+            prompt_tokens: Arc::from(vec![1u32]),
+            prompt_text: "User: 2+2?".into(),
+            ground_truth: "4".into(),
+            kind: ExampleKind::Verifiable,
+        };
+        let good = "<|thinking|>\n[LOGIC]2+2=4[/LOGIC]\n[INTUITION]small sums[/INTUITION]\n<|/thinking|>\n4";
+        let scores = rollout::RewardFn::score(&scorer, &prompt, &[completion(good), completion("5")]).unwrap();
+        assert_eq!(scores.len(), 2);
+        assert!((scores[0].total - 1.0).abs() < 1e-9, "{:?}", scores[0]);
+        assert!(scores[1].total < 0.0, "{:?}", scores[1]);
+        assert!(scores[0].components.iter().any(|(name, _)| name == "format"), "{:?}", scores[0]);
+    }
+}

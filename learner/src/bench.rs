@@ -1,0 +1,132 @@
+//! Adapter-push benchmark: a learner server publishes an adapter of a given LoRA shape and a
+//! worker-side client downloads it over loopback into memory, reassembled and checksum-verified.
+
+use std::time::{Duration, Instant};
+
+use asrl_common::config::{GrpcClientConfig, GrpcServerConfig, LeaseConfig};
+use asrl_common::transport::{self, fetch_adapter};
+use asrl_proto::v1::RegisterRequest;
+
+use crate::service::{new_learner, serve_learner, ServiceOptions};
+
+/// The projection shapes LoRA adapts in one decoder layer: (name, in_features, out_features).
+pub fn layer_projections(hidden: usize, q_dim: usize, kv_dim: usize, intermediate: usize) -> [(&'static str, usize, usize); 7] {
+    [
+        ("self_attn.q_proj", hidden, q_dim),
+        ("self_attn.k_proj", hidden, kv_dim),
+        ("self_attn.v_proj", hidden, kv_dim),
+        ("self_attn.o_proj", q_dim, hidden),
+        ("mlp.gate_proj", hidden, intermediate),
+        ("mlp.up_proj", hidden, intermediate),
+        ("mlp.down_proj", intermediate, hidden),
+    ]
+}
+
+/// A PEFT-named f32 safetensors payload of a rank-`r` adapter on all 7 projections of
+/// `layers` layers, filled with deterministic values. Returns (bytes, parameter count).
+pub fn synthetic_adapter(
+    layers: usize,
+    hidden: usize,
+    q_dim: usize,
+    kv_dim: usize,
+    intermediate: usize,
+    r: usize,
+) -> Result<(Vec<u8>, usize), safetensors::SafeTensorError> {
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut params = 0usize;
+    for layer in 0..layers {
+        for (name, fan_in, fan_out) in layer_projections(hidden, q_dim, kv_dim, intermediate) {
+            for (ab, shape) in [("lora_A", vec![r, fan_in]), ("lora_B", vec![fan_out, r])] {
+                let n: usize = shape.iter().product();
+                params += n;
+                let data: Vec<u8> = (0..n).flat_map(|i| (((i + layer) % 997) as f32 * 1e-4).to_le_bytes()).collect();
+                tensors.push((format!("base_model.model.model.layers.{layer}.{name}.{ab}.weight"), shape, data));
+            }
+        }
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, shape, data)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data).map(|v| (name.clone(), v))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((safetensors::serialize(views, None)?, params))
+}
+
+#[derive(Debug, Clone)]
+pub struct PushReport {
+    pub payload_bytes: usize,
+    pub params: usize,
+    /// Every timed download, in order (the first includes nothing but the download itself:
+    /// the channel is connected and the worker registered beforehand).
+    pub times: Vec<Duration>,
+}
+
+impl PushReport {
+    pub fn median(&self) -> Duration {
+        let mut t = self.times.clone();
+        t.sort();
+        t[t.len() / 2]
+    }
+    pub fn min(&self) -> Duration {
+        self.times.iter().copied().min().unwrap_or_default()
+    }
+    pub fn max(&self) -> Duration {
+        self.times.iter().copied().max().unwrap_or_default()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("building the synthetic adapter: {0}")]
+    Safetensors(#[from] safetensors::SafeTensorError),
+    #[error(transparent)]
+    Transport(#[from] asrl_common::transport::TransportError),
+    #[error(transparent)]
+    Fetch(#[from] asrl_common::transport::FetchError),
+    #[error("register: {0}")]
+    Register(#[from] tonic::Status),
+    #[error("publishing: {0}")]
+    Publish(#[from] crate::service::ServiceError),
+    #[error("downloaded payload differs from the published one")]
+    Mismatch,
+    #[error("iterations must be at least 1")]
+    NoIterations,
+}
+
+/// Qwen3-0.6B, r = 32, all 7 projections: 28 layers, hidden 1024, q 16×128, kv 8×128, mlp 3072.
+pub fn qwen3_0_6b_r32() -> Result<(Vec<u8>, usize), safetensors::SafeTensorError> {
+    synthetic_adapter(28, 1024, 16 * 128, 8 * 128, 3072, 32)
+}
+
+/// Serves `payload` from an in-process learner on 127.0.0.1 and downloads it `iterations` times.
+pub async fn run_adapter_push(payload: Vec<u8>, params: usize, iterations: usize) -> Result<PushReport, BenchError> {
+    if iterations == 0 {
+        return Err(BenchError::NoIterations);
+    }
+    let (service, handle, _experiences) =
+        new_learner(ServiceOptions { leases: LeaseConfig::default(), vocab_size: 151_936 }, None);
+    let payload_bytes = payload.len();
+    let expected = transport::AdapterPayload::new(1, payload.clone());
+    handle.publish_adapter(1, payload)?;
+    let server_cfg = GrpcServerConfig { bind: ([127, 0, 0, 1], 0).into(), ..Default::default() };
+    let server = serve_learner(&server_cfg, service).await?;
+    let client_cfg = GrpcClientConfig { url: format!("http://{}", server.local_addr()), ..Default::default() };
+    let mut client = transport::learner_client(transport::connect(&client_cfg).await?, &client_cfg)?;
+    let worker_id = client
+        .register(RegisterRequest { name: "bench".into(), device: "cpu".into(), capabilities: vec![] })
+        .await?
+        .into_inner()
+        .worker_id;
+    let mut times = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let t0 = Instant::now();
+        let got = fetch_adapter(&mut client, worker_id, 1, Duration::from_secs(60)).await?;
+        times.push(t0.elapsed());
+        if got.sha256 != expected.sha256 || got.bytes.len() != payload_bytes {
+            return Err(BenchError::Mismatch);
+        }
+    }
+    server.shutdown().await?;
+    Ok(PushReport { payload_bytes, params, times })
+}

@@ -1,0 +1,390 @@
+//! The work queue of one GRPO rollout phase and its leases.
+//!
+//! Every prompt is counted at most once: a lease that passes its deadline is re-queued for
+//! another worker, a late or repeated submission of an already completed prompt is a duplicate,
+//! and results from an adapter too many versions behind are dropped and the prompt re-queued.
+//! Time is passed in (`now`) so expiry is testable without sleeping.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use asrl_common::config::{LeaseConfig, SamplingParams};
+use asrl_common::rollout::PromptWork;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ItemState {
+    Pending,
+    Leased(u64),
+    Done,
+}
+
+#[derive(Debug)]
+struct Item {
+    work: PromptWork,
+    state: ItemState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    Active,
+    Expired,
+    Submitted,
+}
+
+#[derive(Debug, Clone)]
+pub struct LeaseRecord {
+    pub worker_id: u64,
+    pub prompt_ids: Vec<String>,
+    pub adapter_version: u64,
+    pub deadline: Instant,
+    pub state: LeaseState,
+}
+
+/// What a worker receives.
+#[derive(Debug, Clone)]
+pub struct LeaseGrant {
+    pub lease_id: u64,
+    pub prompts: Vec<PromptWork>,
+    pub sampling: SamplingParams,
+    pub adapter_version: u64,
+    pub deadline: Instant,
+}
+
+/// Per-group fate of one submission (in the submitted order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupFate {
+    Accepted,
+    Duplicate,
+    Stale,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseCounters {
+    pub pending: u64,
+    pub leased: u64,
+    pub completed: u64,
+    pub total: u64,
+    pub duplicate_groups: u64,
+    pub stale_groups: u64,
+    pub expired_leases: u64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum LeaseError {
+    #[error("lease {0} is unknown (never issued, or from an earlier phase)")]
+    UnknownLease(u64),
+    #[error("lease {lease_id} belongs to worker {owner}, not worker {worker_id}")]
+    WrongWorker { lease_id: u64, owner: u64, worker_id: u64 },
+    #[error("lease {lease_id} required adapter version {required}, submission says {got}")]
+    WrongVersion { lease_id: u64, required: u64, got: u64 },
+}
+
+#[derive(Debug)]
+pub struct LeaseManager {
+    cfg: LeaseConfig,
+    sampling: SamplingParams,
+    items: HashMap<String, Item>,
+    pending: VecDeque<String>,
+    leases: HashMap<u64, LeaseRecord>,
+    next_lease_id: u64,
+    counters: LeaseCounters,
+}
+
+impl LeaseManager {
+    pub fn new(cfg: LeaseConfig) -> Self {
+        Self {
+            cfg,
+            sampling: SamplingParams::default(),
+            items: HashMap::new(),
+            pending: VecDeque::new(),
+            leases: HashMap::new(),
+            // Lease ids keep growing across phases so an old lease can never alias a new one.
+            next_lease_id: 1,
+            counters: LeaseCounters::default(),
+        }
+    }
+
+    pub fn config(&self) -> &LeaseConfig {
+        &self.cfg
+    }
+
+    pub fn sampling(&self) -> &SamplingParams {
+        &self.sampling
+    }
+
+    /// Replaces the queue with a new phase's prompts; outstanding leases are forgotten (their
+    /// submissions then fail as unknown). Duplicate prompt ids are an error.
+    pub fn start_phase(&mut self, prompts: Vec<PromptWork>, sampling: SamplingParams) -> Result<(), String> {
+        let mut items = HashMap::with_capacity(prompts.len());
+        let mut pending = VecDeque::with_capacity(prompts.len());
+        for work in prompts {
+            let id = work.prompt_id.clone();
+            if items.insert(id.clone(), Item { work, state: ItemState::Pending }).is_some() {
+                return Err(format!("prompt id {id:?} appears twice in the phase"));
+            }
+            pending.push_back(id);
+        }
+        self.counters = LeaseCounters { total: items.len() as u64, ..Default::default() };
+        self.items = items;
+        self.pending = pending;
+        self.leases.clear();
+        self.sampling = sampling;
+        Ok(())
+    }
+
+    pub fn is_phase_done(&self) -> bool {
+        self.counters.completed == self.counters.total
+    }
+
+    pub fn counters(&self) -> LeaseCounters {
+        let mut c = self.counters;
+        c.pending = self.items.values().filter(|i| i.state == ItemState::Pending).count() as u64;
+        c.leased = self.items.values().filter(|i| matches!(i.state, ItemState::Leased(_))).count() as u64;
+        c
+    }
+
+    pub fn lease_record(&self, lease_id: u64) -> Option<&LeaseRecord> {
+        self.leases.get(&lease_id)
+    }
+
+    pub fn prompt(&self, prompt_id: &str) -> Option<&PromptWork> {
+        self.items.get(prompt_id).map(|i| &i.work)
+    }
+
+    /// Re-queues the prompts of every active lease past its deadline.
+    pub fn sweep(&mut self, now: Instant) {
+        let mut expired: Vec<u64> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.state == LeaseState::Active && l.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        // Oldest lease first, so re-queued prompts keep their original order.
+        expired.sort_unstable();
+        for lease_id in expired {
+            let Some(lease) = self.leases.get_mut(&lease_id) else { continue };
+            lease.state = LeaseState::Expired;
+            self.counters.expired_leases += 1;
+            tracing::warn!(lease_id, worker_id = lease.worker_id, prompts = lease.prompt_ids.len(), "lease expired; re-queueing its prompts");
+            for id in &lease.prompt_ids {
+                if let Some(item) = self.items.get_mut(id) {
+                    if item.state == ItemState::Leased(lease_id) {
+                        item.state = ItemState::Pending;
+                        self.pending.push_back(id.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Leases up to `max_prompts` (0: the configured default) pending prompts, or `None`.
+    pub fn lease(&mut self, worker_id: u64, max_prompts: usize, adapter_version: u64, now: Instant) -> Option<LeaseGrant> {
+        self.sweep(now);
+        let want = match max_prompts {
+            0 => self.cfg.prompts_per_lease,
+            n => n.min(self.cfg.prompts_per_lease),
+        }
+        .max(1);
+        let lease_id = self.next_lease_id;
+        let mut prompts = Vec::with_capacity(want);
+        while prompts.len() < want {
+            let Some(id) = self.pending.pop_front() else { break };
+            // The deque may hold ids completed meanwhile by a late submission: skip them.
+            let Some(item) = self.items.get_mut(&id) else { continue };
+            if item.state != ItemState::Pending {
+                continue;
+            }
+            item.state = ItemState::Leased(lease_id);
+            prompts.push(item.work.clone());
+        }
+        if prompts.is_empty() {
+            return None;
+        }
+        self.next_lease_id += 1;
+        let deadline = now + Duration::from_millis(self.cfg.lease_timeout_ms);
+        self.leases.insert(
+            lease_id,
+            LeaseRecord {
+                worker_id,
+                prompt_ids: prompts.iter().map(|p| p.prompt_id.clone()).collect(),
+                adapter_version,
+                deadline,
+                state: LeaseState::Active,
+            },
+        );
+        Some(LeaseGrant { lease_id, prompts, sampling: self.sampling.clone(), adapter_version, deadline })
+    }
+
+    /// Checks that a submission may be applied to this lease (before payload validation).
+    pub fn check_submission(&self, lease_id: u64, worker_id: u64, adapter_version: u64) -> Result<&LeaseRecord, LeaseError> {
+        let lease = self.leases.get(&lease_id).ok_or(LeaseError::UnknownLease(lease_id))?;
+        if lease.worker_id != worker_id {
+            return Err(LeaseError::WrongWorker { lease_id, owner: lease.worker_id, worker_id });
+        }
+        if lease.adapter_version != adapter_version {
+            return Err(LeaseError::WrongVersion { lease_id, required: lease.adapter_version, got: adapter_version });
+        }
+        Ok(lease)
+    }
+
+    /// Applies a submission already checked by [`Self::check_submission`] and payload
+    /// validation. `prompt_ids` are the submitted groups' prompts, each in the lease.
+    pub fn apply_submission(&mut self, lease_id: u64, prompt_ids: &[&str], latest_version: u64) -> Result<Vec<GroupFate>, LeaseError> {
+        let lease = self.leases.get_mut(&lease_id).ok_or(LeaseError::UnknownLease(lease_id))?;
+        let stale = latest_version.saturating_sub(lease.adapter_version) > self.cfg.max_staleness;
+        let was_active = lease.state == LeaseState::Active;
+        lease.state = LeaseState::Submitted;
+        let mut fates = Vec::with_capacity(prompt_ids.len());
+        for id in prompt_ids {
+            let Some(item) = self.items.get_mut(*id) else {
+                fates.push(GroupFate::Duplicate);
+                continue;
+            };
+            let fate = match (item.state, stale) {
+                (ItemState::Done, _) => GroupFate::Duplicate,
+                (_, true) => GroupFate::Stale,
+                (_, false) => GroupFate::Accepted,
+            };
+            match fate {
+                GroupFate::Accepted => {
+                    item.state = ItemState::Done;
+                    self.counters.completed += 1;
+                }
+                GroupFate::Duplicate => self.counters.duplicate_groups += 1,
+                GroupFate::Stale => {
+                    self.counters.stale_groups += 1;
+                    if item.state == ItemState::Leased(lease_id) {
+                        item.state = ItemState::Pending;
+                        self.pending.push_back(id.to_string());
+                    }
+                }
+            }
+            fates.push(fate);
+        }
+        // Prompts of this lease that the submission left out go back to the queue now rather
+        // than waiting for a deadline that no longer applies.
+        if was_active {
+            let lease = &self.leases[&lease_id];
+            for id in &lease.prompt_ids {
+                if let Some(item) = self.items.get_mut(id) {
+                    if item.state == ItemState::Leased(lease_id) {
+                        item.state = ItemState::Pending;
+                        self.pending.push_back(id.clone());
+                    }
+                }
+            }
+        }
+        Ok(fates)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use asrl_common::rollout::ExampleKind;
+
+    use super::*;
+
+    fn prompts(n: usize) -> Vec<PromptWork> {
+        (0..n)
+            .map(|i| PromptWork {
+                prompt_id: format!("p{i}"),
+                prompt_tokens: Arc::from(vec![1u32, 2, i as u32]),
+                prompt_text: format!("prompt {i}"),
+                ground_truth: String::new(),
+                kind: ExampleKind::Open,
+            })
+            .collect()
+    }
+
+    fn manager(n: usize) -> LeaseManager {
+        let cfg = LeaseConfig { prompts_per_lease: 2, lease_timeout_ms: 1000, max_staleness: 1, ..Default::default() };
+        let mut m = LeaseManager::new(cfg);
+        m.start_phase(prompts(n), SamplingParams::default()).unwrap();
+        m
+    }
+
+    fn ids(g: &LeaseGrant) -> Vec<&str> {
+        g.prompts.iter().map(|p| p.prompt_id.as_str()).collect()
+    }
+
+    #[test]
+    fn expired_lease_is_released_and_late_duplicate_ignored() {
+        let t0 = Instant::now();
+        let mut m = manager(3);
+        let a = m.lease(1, 0, 5, t0).unwrap();
+        assert_eq!(ids(&a), ["p0", "p1"]);
+        let b = m.lease(2, 0, 5, t0 + Duration::from_millis(500)).unwrap();
+        assert_eq!(ids(&b), ["p2"]);
+        assert!(m.lease(2, 0, 5, t0 + Duration::from_millis(500)).is_none(), "queue is empty while leases are active");
+
+        // Worker 1 stalls past its deadline: worker 2 gets its prompts.
+        let later = t0 + Duration::from_millis(1001);
+        let c = m.lease(2, 0, 5, later).unwrap();
+        assert_eq!(ids(&c), ["p0", "p1"]);
+        assert_eq!(m.counters().expired_leases, 1);
+
+        assert_eq!(m.apply_submission(c.lease_id, &["p0", "p1"], 5).unwrap(), [GroupFate::Accepted; 2]);
+        // Worker 1 wakes up and submits late: counted once, as duplicates.
+        m.check_submission(a.lease_id, 1, 5).unwrap();
+        assert_eq!(m.apply_submission(a.lease_id, &["p0", "p1"], 5).unwrap(), [GroupFate::Duplicate; 2]);
+        // A retried submission of the same lease is a duplicate too.
+        assert_eq!(m.apply_submission(c.lease_id, &["p0"], 5).unwrap(), [GroupFate::Duplicate]);
+        assert_eq!(m.apply_submission(b.lease_id, &["p2"], 5).unwrap(), [GroupFate::Accepted]);
+        let k = m.counters();
+        assert_eq!((k.completed, k.duplicate_groups, k.pending, k.leased), (3, 3, 0, 0));
+        assert!(m.is_phase_done());
+    }
+
+    #[test]
+    fn late_submission_of_expired_lease_still_counts_if_first() {
+        let t0 = Instant::now();
+        let mut m = manager(2);
+        let a = m.lease(1, 0, 5, t0).unwrap();
+        m.sweep(t0 + Duration::from_secs(2));
+        assert_eq!(m.counters().pending, 2);
+        assert_eq!(m.apply_submission(a.lease_id, &["p0", "p1"], 5).unwrap(), [GroupFate::Accepted; 2]);
+        // The re-queued ids are skipped: nothing left to lease.
+        assert!(m.lease(2, 0, 5, t0 + Duration::from_secs(2)).is_none());
+        assert!(m.is_phase_done());
+    }
+
+    #[test]
+    fn stale_results_are_dropped_and_requeued() {
+        let t0 = Instant::now();
+        let mut m = manager(2);
+        let a = m.lease(1, 0, 3, t0).unwrap();
+        // Latest is 5, lease used 3: two versions behind with max_staleness 1.
+        assert_eq!(m.apply_submission(a.lease_id, &["p0", "p1"], 5).unwrap(), [GroupFate::Stale; 2]);
+        let k = m.counters();
+        assert_eq!((k.stale_groups, k.completed, k.pending), (2, 0, 2));
+        // One version behind is fine.
+        let b = m.lease(1, 0, 4, t0).unwrap();
+        assert_eq!(m.apply_submission(b.lease_id, &["p0", "p1"], 5).unwrap(), [GroupFate::Accepted; 2]);
+        assert!(m.is_phase_done());
+    }
+
+    #[test]
+    fn partial_submission_requeues_the_rest() {
+        let t0 = Instant::now();
+        let mut m = manager(2);
+        let a = m.lease(1, 0, 1, t0).unwrap();
+        assert_eq!(m.apply_submission(a.lease_id, &["p1"], 1).unwrap(), [GroupFate::Accepted]);
+        let b = m.lease(1, 0, 1, t0).unwrap();
+        assert_eq!(ids(&b), ["p0"]);
+    }
+
+    #[test]
+    fn submission_checks() {
+        let t0 = Instant::now();
+        let mut m = manager(2);
+        let a = m.lease(1, 0, 7, t0).unwrap();
+        assert_eq!(m.check_submission(99, 1, 7).unwrap_err(), LeaseError::UnknownLease(99));
+        assert!(matches!(m.check_submission(a.lease_id, 2, 7), Err(LeaseError::WrongWorker { .. })));
+        assert!(matches!(m.check_submission(a.lease_id, 1, 6), Err(LeaseError::WrongVersion { .. })));
+        m.start_phase(prompts(1), SamplingParams::default()).unwrap();
+        assert_eq!(m.check_submission(a.lease_id, 1, 7).unwrap_err(), LeaseError::UnknownLease(a.lease_id));
+        assert!(m.start_phase([prompts(1), prompts(1)].concat(), SamplingParams::default()).is_err());
+    }
+}

@@ -1,0 +1,427 @@
+//! The `asrl.v1.Learner` gRPC service, independent of the training math.
+//!
+//! [`new_learner`] returns three ends:
+//! - [`LearnerService`]: the gRPC side, served with [`serve_learner`] on the tokio runtime;
+//! - [`LearnerHandle`]: the training thread's side (plain blocking calls, any thread):
+//!   publish adapter versions, start GRPO rollout phases, report progress;
+//! - a `crossbeam_channel::Receiver<ExperienceGroup>` delivering every validated, non-duplicate,
+//!   fresh-enough group exactly once to the training thread.
+//!
+//! Requests are validated in full before anything changes; every rejection is logged with its
+//! gRPC status and leaves the learner as it was.
+
+mod leases;
+mod registry;
+mod validate;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use asrl_common::config::{GrpcServerConfig, LeaseConfig, SamplingParams};
+use asrl_common::rollout::{Experience, ExperienceGroup, PromptWork};
+use asrl_common::transport::convert::{prompt_to_wire, sampling_to_wire};
+use asrl_common::transport::{self, AdapterPayload, RunningServer, TransportError};
+use asrl_proto::v1 as pb;
+use asrl_proto::v1::learner_server::{Learner, LearnerServer};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+pub use leases::{GroupFate, LeaseCounters, LeaseError, LeaseGrant, LeaseManager};
+pub use registry::{WorkerEntry, WorkerRegistry};
+pub use validate::{validate_groups, ValidCompletion, ValidGroup};
+
+/// Full name of the service, for health checks.
+pub const LEARNER_SERVICE_NAME: &str = "asrl.v1.Learner";
+
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    pub leases: LeaseConfig,
+    /// Token ids at or above this are rejected.
+    pub vocab_size: u32,
+}
+
+/// Where `AddExamples` lines go: the live dataset (implemented by the data side).
+pub trait ExampleSink: Send + Sync + 'static {
+    /// Parses and appends JSON lines; reports per-line rejections (1-based line numbers).
+    fn add_jsonl(&self, jsonl: &str) -> AddExamplesOutcome;
+    fn dataset_size(&self) -> u64;
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AddExamplesOutcome {
+    pub accepted: u32,
+    pub rejected: Vec<(u32, String)>,
+}
+
+/// What `GetStatus` reports about training, set by the training thread.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    pub epoch: u64,
+    pub phase: String,
+    pub step: u64,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("adapter version {got} must be greater than the published version {current}")]
+    VersionNotIncreasing { current: u64, got: u64 },
+    #[error("rollout phase: {0}")]
+    Phase(String),
+}
+
+struct Inner {
+    adapters: VecDeque<AdapterPayload>,
+    leases: LeaseManager,
+    registry: WorkerRegistry,
+    progress: Progress,
+}
+
+impl Inner {
+    fn latest_version(&self) -> u64 {
+        self.adapters.back().map_or(0, |a| a.version)
+    }
+}
+
+struct Shared {
+    opts: ServiceOptions,
+    inner: Mutex<Inner>,
+    experiences: crossbeam_channel::Sender<ExperienceGroup>,
+    examples: Option<Arc<dyn ExampleSink>>,
+}
+
+impl Shared {
+    /// A panic elsewhere must not take the service down with it: keep serving the state as is.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The training thread's handle. Cheap to clone; every method is a short critical section.
+#[derive(Clone)]
+pub struct LearnerHandle {
+    shared: Arc<Shared>,
+}
+
+/// The gRPC service. Serve it with [`serve_learner`].
+#[derive(Clone)]
+pub struct LearnerService {
+    shared: Arc<Shared>,
+}
+
+pub fn new_learner(
+    opts: ServiceOptions,
+    examples: Option<Arc<dyn ExampleSink>>,
+) -> (LearnerService, LearnerHandle, crossbeam_channel::Receiver<ExperienceGroup>) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let inner = Inner {
+        adapters: VecDeque::new(),
+        leases: LeaseManager::new(opts.leases.clone()),
+        registry: WorkerRegistry::new(Duration::from_millis(opts.leases.worker_timeout_ms)),
+        progress: Progress { phase: "idle".into(), ..Default::default() },
+    };
+    let shared = Arc::new(Shared { opts, inner: Mutex::new(inner), experiences: tx, examples });
+    (LearnerService { shared: shared.clone() }, LearnerHandle { shared }, rx)
+}
+
+impl LearnerHandle {
+    /// Makes `bytes` (the adapter's safetensors serialisation) the latest version. Hashes here,
+    /// on the caller's thread, once; every worker download then slices the same buffer.
+    pub fn publish_adapter(&self, version: u64, bytes: Vec<u8>) -> Result<(), ServiceError> {
+        let payload = AdapterPayload::new(version, bytes);
+        let mut inner = self.shared.lock();
+        let current = inner.latest_version();
+        if version <= current {
+            return Err(ServiceError::VersionNotIncreasing { current, got: version });
+        }
+        inner.adapters.push_back(payload);
+        let keep = self.shared.opts.leases.adapter_versions_kept.max(1);
+        while inner.adapters.len() > keep {
+            inner.adapters.pop_front();
+        }
+        tracing::info!(version, "adapter version published");
+        Ok(())
+    }
+
+    pub fn latest_adapter_version(&self) -> u64 {
+        self.shared.lock().latest_version()
+    }
+
+    /// Queues a GRPO rollout phase; leases of the previous phase become unknown.
+    pub fn start_phase(&self, prompts: Vec<PromptWork>, sampling: SamplingParams) -> Result<(), ServiceError> {
+        let n = prompts.len();
+        self.shared.lock().leases.start_phase(prompts, sampling).map_err(ServiceError::Phase)?;
+        tracing::info!(prompts = n, "rollout phase started");
+        Ok(())
+    }
+
+    pub fn phase_counters(&self) -> LeaseCounters {
+        let mut inner = self.shared.lock();
+        inner.leases.sweep(Instant::now());
+        inner.leases.counters()
+    }
+
+    pub fn set_progress(&self, progress: Progress) {
+        self.shared.lock().progress = progress;
+    }
+}
+
+fn reject(rpc: &'static str, status: Status) -> Status {
+    tracing::warn!(rpc, code = ?status.code(), message = status.message(), "request rejected");
+    status
+}
+
+fn unix_ms(deadline: Instant, now: Instant) -> u64 {
+    let wall = SystemTime::now() + deadline.saturating_duration_since(now);
+    wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn unknown_worker(worker_id: u64) -> Status {
+    Status::not_found(format!("worker_id {worker_id} is not registered (learner restarted or worker timed out): register again"))
+}
+
+impl LearnerService {
+    fn submit(&self, req: pb::SubmitGroupsRequest) -> Result<pb::SubmitGroupsResponse, Status> {
+        let now = Instant::now();
+        let mut inner = self.shared.lock();
+        if inner.registry.touch(req.worker_id, now).is_none() {
+            return Err(unknown_worker(req.worker_id));
+        }
+        let lease = inner.leases.check_submission(req.lease_id, req.worker_id, req.adapter_version).map_err(|e| match e {
+            LeaseError::UnknownLease(_) => Status::not_found(e.to_string()),
+            LeaseError::WrongWorker { .. } => Status::permission_denied(e.to_string()),
+            LeaseError::WrongVersion { .. } => Status::failed_precondition(e.to_string()),
+        })?;
+        let limits = validate::Limits {
+            lease_id: req.lease_id,
+            lease_prompts: &lease.prompt_ids,
+            sampling: inner.leases.sampling(),
+            vocab_size: self.shared.opts.vocab_size,
+        };
+        let groups = validate_groups(req.groups, &limits)?;
+        validate::validate_timings(req.timings.as_ref())?;
+
+        let latest = inner.latest_version();
+        let ids: Vec<&str> = groups.iter().map(|g| g.prompt_id.as_str()).collect();
+        let fates = inner.leases.apply_submission(req.lease_id, &ids, latest).map_err(|e| Status::not_found(e.to_string()))?;
+        let mut out = Vec::new();
+        let mut resp = pb::SubmitGroupsResponse::default();
+        for (group, fate) in groups.into_iter().zip(fates) {
+            match fate {
+                GroupFate::Duplicate => resp.duplicates += 1,
+                GroupFate::Stale => resp.stale += 1,
+                GroupFate::Accepted => {
+                    resp.accepted += 1;
+                    let Some(prompt) = inner.leases.prompt(&group.prompt_id) else { continue };
+                    let prompt_tokens = prompt.prompt_tokens.clone();
+                    out.push(ExperienceGroup {
+                        prompt_id: group.prompt_id,
+                        prompt_tokens: prompt_tokens.clone(),
+                        adapter_version: req.adapter_version,
+                        worker_id: req.worker_id,
+                        completions: group
+                            .completions
+                            .into_iter()
+                            .map(|c| Experience {
+                                prompt_tokens: prompt_tokens.clone(),
+                                completion_tokens: c.tokens,
+                                behaviour_logprobs: c.logprobs,
+                                finish: c.finish,
+                                reward: c.reward,
+                                reward_components: c.reward_components,
+                            })
+                            .collect(),
+                    });
+                }
+            }
+        }
+        if let Some(w) = inner.registry.touch(req.worker_id, now) {
+            w.groups_completed += resp.accepted as u64;
+            w.lease_id = 0;
+            if let Some(t) = &req.timings {
+                if t.generation_seconds > 0.0 {
+                    w.tokens_per_second = t.generated_tokens as f64 / t.generation_seconds;
+                }
+            }
+        }
+        drop(inner);
+        for group in out {
+            if self.shared.experiences.send(group).is_err() {
+                return Err(Status::unavailable("the training thread has stopped; results cannot be consumed"));
+            }
+        }
+        if resp.duplicates > 0 || resp.stale > 0 {
+            tracing::info!(lease_id = req.lease_id, accepted = resp.accepted, duplicates = resp.duplicates, stale = resp.stale, "submission partly ignored");
+        }
+        Ok(resp)
+    }
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::AdapterChunk, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Learner for LearnerService {
+    async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+        let r = request.into_inner();
+        if r.name.is_empty() || r.name.len() > 256 {
+            return Err(reject("Register", Status::invalid_argument("name: must be 1 to 256 bytes")));
+        }
+        if r.device != "cpu" && !r.device.starts_with("cuda") {
+            return Err(reject("Register", Status::invalid_argument(format!("device: {:?} is not `cpu` or `cuda:N`", r.device))));
+        }
+        let interval = self.shared.opts.leases.heartbeat_interval_ms;
+        let id = self.shared.lock().registry.register(r.name.clone(), r.device.clone(), r.capabilities, Instant::now());
+        tracing::info!(worker_id = id, name = %r.name, device = %r.device, "worker registered");
+        Ok(Response::new(pb::RegisterResponse { worker_id: id, heartbeat_interval_ms: interval.min(u32::MAX as u64) as u32 }))
+    }
+
+    async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let r = request.into_inner();
+        if !(r.tokens_per_second.is_finite() && r.tokens_per_second >= 0.0) {
+            return Err(reject("Heartbeat", Status::invalid_argument("tokens_per_second: not a finite value ≥ 0")));
+        }
+        let mut inner = self.shared.lock();
+        let latest = inner.latest_version();
+        let Some(w) = inner.registry.touch(r.worker_id, Instant::now()) else {
+            return Err(reject("Heartbeat", unknown_worker(r.worker_id)));
+        };
+        w.tokens_per_second = r.tokens_per_second;
+        w.adapter_version = r.adapter_version;
+        w.lease_id = r.lease_id;
+        Ok(Response::new(pb::HeartbeatResponse { latest_adapter_version: latest }))
+    }
+
+    async fn lease_work(&self, request: Request<pb::LeaseWorkRequest>) -> Result<Response<pb::LeaseWorkResponse>, Status> {
+        let r = request.into_inner();
+        let now = Instant::now();
+        let mut inner = self.shared.lock();
+        if inner.registry.touch(r.worker_id, now).is_none() {
+            return Err(reject("LeaseWork", unknown_worker(r.worker_id)));
+        }
+        let retry = self.shared.opts.leases.no_work_retry_ms.min(u32::MAX as u64) as u32;
+        let no_work = |reason: &str| pb::LeaseWorkResponse {
+            outcome: Some(pb::lease_work_response::Outcome::NoWork(pb::NoWork { retry_after_ms: retry, reason: reason.into() })),
+        };
+        let version = inner.latest_version();
+        if version == 0 {
+            return Ok(Response::new(no_work("no adapter published yet")));
+        }
+        let Some(grant) = inner.leases.lease(r.worker_id, r.max_prompts as usize, version, now) else {
+            let reason = if inner.leases.is_phase_done() { "no rollout phase in progress" } else { "every prompt is leased" };
+            return Ok(Response::new(no_work(reason)));
+        };
+        if let Some(w) = inner.registry.touch(r.worker_id, now) {
+            w.lease_id = grant.lease_id;
+        }
+        let lease = pb::Lease {
+            lease_id: grant.lease_id,
+            prompts: grant.prompts.iter().map(prompt_to_wire).collect(),
+            sampling: Some(sampling_to_wire(&grant.sampling)),
+            adapter_version: grant.adapter_version,
+            deadline_unix_ms: unix_ms(grant.deadline, now),
+        };
+        tracing::debug!(lease_id = grant.lease_id, worker_id = r.worker_id, prompts = lease.prompts.len(), "lease granted");
+        Ok(Response::new(pb::LeaseWorkResponse { outcome: Some(pb::lease_work_response::Outcome::Lease(lease)) }))
+    }
+
+    type FetchAdapterStream = ChunkStream;
+
+    async fn fetch_adapter(&self, request: Request<pb::FetchAdapterRequest>) -> Result<Response<ChunkStream>, Status> {
+        let r = request.into_inner();
+        let mut inner = self.shared.lock();
+        if inner.registry.touch(r.worker_id, Instant::now()).is_none() {
+            return Err(reject("FetchAdapter", unknown_worker(r.worker_id)));
+        }
+        let payload = if r.version == 0 {
+            inner.adapters.back().cloned()
+        } else {
+            inner.adapters.iter().find(|a| a.version == r.version).cloned()
+        };
+        let Some(payload) = payload else {
+            let kept: Vec<u64> = inner.adapters.iter().map(|a| a.version).collect();
+            let status = if kept.is_empty() {
+                Status::failed_precondition("no adapter published yet")
+            } else {
+                Status::not_found(format!("version: adapter version {} is not held (kept: {kept:?})", r.version))
+            };
+            return Err(reject("FetchAdapter", status));
+        };
+        drop(inner);
+        Ok(Response::new(Box::pin(tokio_stream::iter(payload.chunks().map(Ok)))))
+    }
+
+    async fn submit_groups(&self, request: Request<pb::SubmitGroupsRequest>) -> Result<Response<pb::SubmitGroupsResponse>, Status> {
+        self.submit(request.into_inner()).map(Response::new).map_err(|s| reject("SubmitGroups", s))
+    }
+
+    async fn get_status(&self, _request: Request<pb::GetStatusRequest>) -> Result<Response<pb::LearnerStatus>, Status> {
+        let dataset_size = self.shared.examples.as_ref().map_or(0, |e| e.dataset_size());
+        let now = Instant::now();
+        let mut inner = self.shared.lock();
+        inner.leases.sweep(now);
+        inner.registry.prune(now);
+        let c = inner.leases.counters();
+        let mut workers: Vec<pb::WorkerInfo> = inner
+            .registry
+            .iter()
+            .map(|(id, w)| pb::WorkerInfo {
+                worker_id: *id,
+                name: w.name.clone(),
+                device: w.device.clone(),
+                tokens_per_second: w.tokens_per_second,
+                adapter_version: w.adapter_version,
+                groups_completed: w.groups_completed,
+                last_seen_ms_ago: now.saturating_duration_since(w.last_seen).as_millis() as u64,
+            })
+            .collect();
+        workers.sort_by(|a, b| a.name.cmp(&b.name).then(a.worker_id.cmp(&b.worker_id)));
+        let p = &inner.progress;
+        Ok(Response::new(pb::LearnerStatus {
+            epoch: p.epoch,
+            phase: p.phase.clone(),
+            step: p.step,
+            adapter_version: inner.latest_version(),
+            dataset_size,
+            workers,
+            metrics: p.metrics.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            prompts_pending: c.pending,
+            prompts_leased: c.leased,
+            prompts_completed: c.completed,
+            duplicate_groups: c.duplicate_groups,
+            stale_groups: c.stale_groups,
+            expired_leases: c.expired_leases,
+        }))
+    }
+
+    async fn add_examples(&self, request: Request<pb::AddExamplesRequest>) -> Result<Response<pb::AddExamplesResponse>, Status> {
+        let Some(sink) = self.shared.examples.clone() else {
+            return Err(reject("AddExamples", Status::failed_precondition("this learner has no live dataset attached")));
+        };
+        let jsonl = request.into_inner().jsonl;
+        if jsonl.trim().is_empty() {
+            return Err(reject("AddExamples", Status::invalid_argument("jsonl: empty")));
+        }
+        // Parsing and appending may touch disk: keep it off the async workers.
+        let outcome = tokio::task::spawn_blocking(move || sink.add_jsonl(&jsonl))
+            .await
+            .map_err(|e| reject("AddExamples", Status::internal(format!("dataset append failed: {e}"))))?;
+        Ok(Response::new(pb::AddExamplesResponse {
+            accepted: outcome.accepted,
+            rejected: outcome.rejected.into_iter().map(|(line, reason)| pb::LineRejection { line, reason }).collect(),
+        }))
+    }
+}
+
+/// Serves the learner (with reflection, health and the config's auth/limits) and reports
+/// SERVING once listening.
+pub async fn serve_learner(cfg: &GrpcServerConfig, service: LearnerService) -> Result<RunningServer, TransportError> {
+    let server = LearnerServer::new(service)
+        .max_decoding_message_size(cfg.max_message_bytes)
+        .max_encoding_message_size(cfg.max_message_bytes);
+    let routes = tonic::service::Routes::new(server);
+    let running = transport::serve(cfg, routes, &[asrl_proto::FILE_DESCRIPTOR_SET], &[LEARNER_SERVICE_NAME]).await?;
+    running.mark_serving().await;
+    Ok(running)
+}
