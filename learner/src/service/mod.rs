@@ -11,6 +11,7 @@
 //! gRPC status and leaves the learner as it was.
 
 mod leases;
+mod live_sink;
 mod registry;
 mod validate;
 
@@ -28,6 +29,7 @@ use asrl_proto::v1::learner_server::{Learner, LearnerServer};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+pub use live_sink::LiveFileSink;
 pub use leases::{GroupFate, LeaseCounters, LeaseError, LeaseGrant, LeaseManager};
 pub use registry::{WorkerEntry, WorkerRegistry};
 pub use validate::{validate_groups, ValidCompletion, ValidGroup};
