@@ -133,7 +133,8 @@ pub fn sample_token(logits: &[f32], temperature: f64, top_p: f64, rng: &mut impl
     let inv_t = if greedy { 1.0 } else { (1.0 / temperature) as f32 };
     let scaled: Vec<f32> = logits.iter().map(|&l| l * inv_t).collect();
     let max = scaled.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = scaled.iter().map(|&s| ((s - max) as f64).exp()).sum();
+    let mut probs: Vec<f64> = scaled.iter().map(|&s| (s as f64 - max as f64).exp()).collect();
+    let sum: f64 = probs.iter().sum();
     let lse = max as f64 + sum.ln();
     let logprob = |i: usize| (scaled[i] as f64 - lse) as f32;
     if greedy {
@@ -141,7 +142,7 @@ pub fn sample_token(logits: &[f32], temperature: f64, top_p: f64, rng: &mut impl
         let best = scaled.iter().position(|&s| s == max).unwrap_or(0);
         return (best as u32, logprob(best));
     }
-    let probs: Vec<f64> = scaled.iter().map(|&s| (s as f64 - lse).exp()).collect();
+    probs.iter_mut().for_each(|p| *p /= sum);
     let tok = if top_p >= 1.0 { sample_from(&probs, 0..probs.len(), 1.0, rng) } else { sample_top_p(&probs, top_p, rng) };
     (tok as u32, logprob(tok))
 }
