@@ -19,12 +19,12 @@ fn main() -> anyhow::Result<()> {
         }
     };
     let prompt: Vec<u32> = (0..43).map(|i| 100 + i).collect();
-    let mut cache = model.new_cache_with_capacity(43 + 128);
+    let mut cache = model.new_cache_with_capacity(43 + 512);
     let s = Instant::now();
     model.forward_cached_last(&Tensor::new(prompt.as_slice(), &dev)?.unsqueeze(0)?, &mut cache, None)?;
     println!("prefill 43: {:.1} ms", s.elapsed().as_secs_f64() * 1e3);
     cache.repeat_batch(6)?;
-    let steps = 32;
+    let steps: u32 = std::env::var("STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(64);
     let s = Instant::now();
     for i in 0..steps {
         let ids = Tensor::from_vec(vec![200u32 + i; 6], (6, 1), &dev)?;

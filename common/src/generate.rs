@@ -133,7 +133,8 @@ pub fn sample_token(logits: &[f32], temperature: f64, top_p: f64, rng: &mut impl
     let inv_t = if greedy { 1.0 } else { (1.0 / temperature) as f32 };
     let scaled: Vec<f32> = logits.iter().map(|&l| l * inv_t).collect();
     let max = scaled.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = scaled.iter().map(|&s| ((s - max) as f64).exp()).sum();
+    let mut probs: Vec<f64> = scaled.iter().map(|&s| (s as f64 - max as f64).exp()).collect();
+    let sum: f64 = probs.iter().sum();
     let lse = max as f64 + sum.ln();
     let logprob = |i: usize| (scaled[i] as f64 - lse) as f32;
     if greedy {
@@ -141,7 +142,7 @@ pub fn sample_token(logits: &[f32], temperature: f64, top_p: f64, rng: &mut impl
         let best = scaled.iter().position(|&s| s == max).unwrap_or(0);
         return (best as u32, logprob(best));
     }
-    let probs: Vec<f64> = scaled.iter().map(|&s| (s as f64 - lse).exp()).collect();
+    probs.iter_mut().for_each(|p| *p /= sum);
     let tok = if top_p >= 1.0 { sample_from(&probs, 0..probs.len(), 1.0, rng) } else { sample_top_p(&probs, top_p, rng) };
     (tok as u32, logprob(tok))
 }
@@ -165,10 +166,18 @@ fn sample_from(probs: &[f64], candidates: impl Iterator<Item = usize> + Clone, m
 /// Buckets by log2(p) first so only the few tokens near the top are sorted.
 fn sample_top_p(probs: &[f64], top_p: f64, rng: &mut impl Rng) -> usize {
     const BUCKETS: usize = 64;
-    let bucket = |p: f64| if p <= 0.0 { BUCKETS - 1 } else { ((-p.log2()) as usize).min(BUCKETS - 1) };
+    // Bucket k holds p in [2^-(k+1), 2^-k), read off the float's exponent bits (no log2).
+    let bucket = |p: f64| -> u8 {
+        if p <= 0.0 {
+            return (BUCKETS - 1) as u8;
+        }
+        let exp = ((p.to_bits() >> 52) & 0x7ff) as i64 - 1023; // floor(log2 p) <= 0
+        (-exp - 1).clamp(0, BUCKETS as i64 - 1) as u8
+    };
+    let buckets: Vec<u8> = probs.iter().map(|&p| bucket(p)).collect();
     let mut mass = [0.0f64; BUCKETS];
-    for &p in probs {
-        mass[bucket(p)] += p;
+    for (&p, &b) in probs.iter().zip(&buckets) {
+        mass[b as usize] += p;
     }
     let mut cut = BUCKETS - 1;
     let mut acc = 0.0;
@@ -179,7 +188,7 @@ fn sample_top_p(probs: &[f64], top_p: f64, rng: &mut impl Rng) -> usize {
             break;
         }
     }
-    let mut cand: Vec<usize> = (0..probs.len()).filter(|&i| bucket(probs[i]) <= cut).collect();
+    let mut cand: Vec<usize> = (0..probs.len()).filter(|&i| buckets[i] as usize <= cut).collect();
     cand.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
     let mut kept = 0;
     let mut kept_mass = 0.0;
@@ -208,6 +217,13 @@ mod tests {
         // {0, 2} reaches 0.8; tokens 1 and 3 are cut.
         assert_eq!((seen[1], seen[3]), (0, 0));
         assert!(seen[0] > seen[2] && seen[2] > 0, "{seen:?}");
+        // A long flat tail: the nucleus spans many buckets and is still the exact top set.
+        let mut probs = vec![0.4, 0.3];
+        probs.extend(std::iter::repeat_n(0.3 / 1000.0, 1000));
+        for _ in 0..200 {
+            let t = sample_top_p(&probs, 0.69, &mut rng);
+            assert!(t < 2, "token {t} is outside the 0.69 nucleus");
+        }
     }
 
     #[test]

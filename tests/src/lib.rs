@@ -1,1 +1,84 @@
-//! Helpers shared by the end-to-end tests: locating binaries and committed fixtures.
+//! Helpers shared by the end-to-end tests: committed fixtures, assets, and the workspace binaries.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// `tests/fixtures/<name>`.
+pub fn fixture(name: &str) -> PathBuf {
+    repo_root().join("tests/fixtures").join(name)
+}
+
+/// Parses a committed JSON fixture.
+pub fn fixture_json(name: &str) -> anyhow::Result<serde_json::Value> {
+    let path = fixture(name);
+    let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// `assets/<name>` when present; `None` (after printing why) when the test should skip.
+pub fn asset(name: &str) -> Option<PathBuf> {
+    let path = repo_root().join("assets").join(name);
+    if path.exists() {
+        Some(path)
+    } else {
+        eprintln!("skipping: {} absent (run scripts/fetch-assets.sh)", path.display());
+        None
+    }
+}
+
+/// The profile dir the running test executable was built into (`<target>/debug`):
+/// test executables live in `<target>/<profile>/deps/`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("test exe dir");
+    deps.parent().expect("profile dir").to_path_buf()
+}
+
+/// Path of workspace binary `name` (e.g. `asrl-learner`), built once per test process with
+/// `cargo build -p asrl-learner -p asrl-rollout-worker --bins` into the target dir and profile
+/// this test runs from, so it is never stale.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let dir = profile_dir();
+    let built = BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let target = dir.parent().expect("target dir");
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(repo_root())
+            .args(["build", "--bins", "-p", "asrl-learner", "-p", "asrl-rollout-worker"])
+            .env("CARGO_TARGET_DIR", target);
+        if dir.file_name().is_some_and(|p| p == "release") {
+            cmd.arg("--release");
+        }
+        match cmd.status() {
+            Ok(s) if s.success() => Ok(()),
+            Ok(s) => Err(format!("cargo build of the binaries failed ({s})")),
+            Err(e) => Err(format!("cannot run cargo: {e}")),
+        }
+    });
+    if let Err(e) = built {
+        panic!("{e}");
+    }
+    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
+/// A Python interpreter that can import `modules` (`$PYTHON`, else `python3`), or `None`.
+pub fn python_with(modules: &[&str]) -> Option<String> {
+    let py = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = format!("import {}", modules.join(", "));
+    match Command::new(&py).args(["-c", &probe]).output() {
+        Ok(o) if o.status.success() => Some(py),
+        _ => {
+            eprintln!("skipping python check: `{py} -c '{probe}'` failed (set PYTHON to a venv with them)");
+            None
+        }
+    }
+}

@@ -418,10 +418,16 @@ impl Model {
             Some((c, layer_idx)) => c.append(layer_idx, &k, &v)?,
             None => (k, v),
         };
+        let scale = 1.0 / (hd as f64).sqrt();
+        if path == Path::Infer && t == 1 {
+            if let Some(out) = super::kernels::decode_attention(&q.reshape((b, nh, hd))?, &k, &v, scale as f32)? {
+                return self.linear(&out, layer, i, LoraTarget::O, adapter, path);
+            }
+        }
         let l = k.dim(2)?;
         // GQA without copying k/v: the g query heads sharing a kv head become extra rows.
         let q = q.reshape((b, nkv, g * t, hd))?;
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let scores = (q.matmul(&k.t()?)? * scale)?;
         let scores = match mask {
             Some(m) => scores.reshape((b, nkv, g, t, l))?.broadcast_add(m)?.reshape((b, nkv, g * t, l))?,
             None => scores,
