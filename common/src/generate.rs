@@ -49,12 +49,25 @@ pub fn generate_group(
     prompt_ids: &[u32],
     params: &SamplingParams,
 ) -> Result<Vec<Completion>, ModelError> {
+    generate_group_until(model, adapter, tokenizer, prompt_ids, params, tokenizer.eos_token_ids())
+}
+
+/// [`generate_group`] stopping on `stop_ids` instead of the tokenizer's eos ids (an empty
+/// slice always generates `max_new_tokens`, e.g. for benchmarks).
+pub fn generate_group_until(
+    model: &Model,
+    adapter: Option<&LoraAdapter>,
+    tokenizer: &Tokenizer,
+    prompt_ids: &[u32],
+    params: &SamplingParams,
+    stop_ids: &[u32],
+) -> Result<Vec<Completion>, ModelError> {
     validate_params(params)?;
     if prompt_ids.is_empty() {
         return Err(ModelError::Input("the prompt has no tokens".into()));
     }
     let n = params.n;
-    let eos = tokenizer.eos_token_ids();
+    let eos = stop_ids;
     let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
     let mut rows: Vec<(Vec<u32>, Vec<f32>, Option<FinishReason>)> = vec![(vec![], vec![], None); n];
     if params.max_new_tokens == 0 {
@@ -120,7 +133,8 @@ pub fn sample_token(logits: &[f32], temperature: f64, top_p: f64, rng: &mut impl
     let inv_t = if greedy { 1.0 } else { (1.0 / temperature) as f32 };
     let scaled: Vec<f32> = logits.iter().map(|&l| l * inv_t).collect();
     let max = scaled.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = scaled.iter().map(|&s| ((s - max) as f64).exp()).sum();
+    let mut probs: Vec<f64> = scaled.iter().map(|&s| (s as f64 - max as f64).exp()).collect();
+    let sum: f64 = probs.iter().sum();
     let lse = max as f64 + sum.ln();
     let logprob = |i: usize| (scaled[i] as f64 - lse) as f32;
     if greedy {
@@ -128,7 +142,7 @@ pub fn sample_token(logits: &[f32], temperature: f64, top_p: f64, rng: &mut impl
         let best = scaled.iter().position(|&s| s == max).unwrap_or(0);
         return (best as u32, logprob(best));
     }
-    let probs: Vec<f64> = scaled.iter().map(|&s| (s as f64 - lse).exp()).collect();
+    probs.iter_mut().for_each(|p| *p /= sum);
     let tok = if top_p >= 1.0 { sample_from(&probs, 0..probs.len(), 1.0, rng) } else { sample_top_p(&probs, top_p, rng) };
     (tok as u32, logprob(tok))
 }

@@ -6,6 +6,7 @@
 //! - [`generate`]: KV-cached group sampling.
 //! - [`data`]: the live JSONL dataset and its stable split.
 //! - [`reward`]: the paper's format and correctness rewards.
+//! - [`telemetry`]: tracing set-up shared by the binaries.
 //! - [`transport`]: gRPC plumbing shared by learner and workers.
 
 pub mod config;
@@ -14,5 +15,6 @@ pub mod device;
 pub mod generate;
 pub mod model;
 pub mod reward;
+pub mod telemetry;
 pub mod tokenizer;
 pub mod transport;

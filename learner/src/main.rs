@@ -1,4 +1,4 @@
-use std::process::ExitCode;
+//! `asrl-learner`: a thin dispatcher over the subcommands in `asrl_learner::cli`.
 
 use clap::{Parser, Subcommand};
 
@@ -11,20 +11,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Per-token log-probs of a text under a model (+ PEFT adapter).
-    Score(asrl_learner::score::ScoreArgs),
+    /// Per-token log-probabilities of a text under the model (and adapter).
+    Score(asrl_learner::cli::score::ScoreArgs),
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match &cli.command {
-        Command::Score(args) => asrl_learner::score::run(args),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+fn main() {
+    asrl_common::telemetry::init_tracing();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help / --version
         Err(e) => {
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
-            ExitCode::from(2)
+            let msg = e.render().to_string();
+            eprintln!("{}", msg.lines().next().unwrap_or("error: invalid arguments"));
+            std::process::exit(2);
         }
+    };
+    let result = match cli.command {
+        Command::Score(args) => asrl_learner::cli::score::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(2);
     }
 }

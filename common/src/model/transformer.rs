@@ -320,9 +320,9 @@ impl Model {
             let attn = self.attention(&h, layer, i, b, t, &rope, mask.as_ref(), kv, adapter, path)?;
             x = (x + attn)?;
             let h = self.norm(&x, &layer.post_norm, path)?;
-            let gate = self.linear(&h, layer, i, LoraTarget::Gate, adapter)?;
-            let up = self.linear(&h, layer, i, LoraTarget::Up, adapter)?;
-            let mlp = self.linear(&(gate.silu()? * up)?, layer, i, LoraTarget::Down, adapter)?;
+            let gate = self.linear(&h, layer, i, LoraTarget::Gate, adapter, path)?;
+            let up = self.linear(&h, layer, i, LoraTarget::Up, adapter, path)?;
+            let mlp = self.linear(&(gate.silu()? * up)?, layer, i, LoraTarget::Down, adapter, path)?;
             x = (x + mlp)?;
         }
         if let Some(c) = cache {
@@ -334,7 +334,7 @@ impl Model {
             (x, t)
         };
         let x = self.norm(&x, &self.norm, path)?;
-        let logits = x.matmul(&self.lm_head.t()?)?.to_dtype(DType::F32)?;
+        let logits = self.matmul_t(&x, &self.lm_head, path)?.to_dtype(DType::F32)?;
         Ok(logits.reshape((b, rows, self.cfg.vocab_size))?)
     }
 
@@ -360,12 +360,23 @@ impl Model {
         i: usize,
         t: LoraTarget,
         adapter: Option<&LoraAdapter>,
+        path: Path,
     ) -> Result<Tensor, ModelError> {
-        let y = x.matmul(&layer.w(t).t()?)?;
+        let y = self.matmul_t(x, layer.w(t), path)?;
         match adapter.map(|a| a.delta(i, t, x)).transpose()?.flatten() {
             Some(d) => Ok((y + d)?),
             None => Ok(y),
         }
+    }
+
+    /// `x Wᵀ`; decode steps (few rows, inference) use the bandwidth-bound kernel.
+    fn matmul_t(&self, x: &Tensor, w: &Tensor, path: Path) -> Result<Tensor, ModelError> {
+        if path == Path::Infer {
+            if let Some(y) = super::kernels::skinny_matmul_t(x, w)? {
+                return Ok(y);
+            }
+        }
+        Ok(x.matmul(&w.t()?)?)
     }
 
     /// (t, start+t) additive mask: query i sees keys 0..=start+i.
@@ -393,9 +404,9 @@ impl Model {
     ) -> Result<Tensor, ModelError> {
         let (nh, nkv, hd) = (self.cfg.num_attention_heads, self.cfg.num_key_value_heads, self.cfg.head_dim);
         let g = nh / nkv;
-        let q = self.linear(x, layer, i, LoraTarget::Q, adapter)?.reshape((b, t, nh, hd))?;
-        let k = self.linear(x, layer, i, LoraTarget::K, adapter)?.reshape((b, t, nkv, hd))?;
-        let v = self.linear(x, layer, i, LoraTarget::V, adapter)?.reshape((b, t, nkv, hd))?;
+        let q = self.linear(x, layer, i, LoraTarget::Q, adapter, path)?.reshape((b, t, nh, hd))?;
+        let k = self.linear(x, layer, i, LoraTarget::K, adapter, path)?.reshape((b, t, nkv, hd))?;
+        let v = self.linear(x, layer, i, LoraTarget::V, adapter, path)?.reshape((b, t, nkv, hd))?;
         let (q, k) = match (&layer.q_norm, &layer.k_norm) {
             (Some(qn), Some(kn)) => (self.norm(&q, qn, path)?, self.norm(&k, kn, path)?),
             _ => (q, k),
@@ -407,10 +418,16 @@ impl Model {
             Some((c, layer_idx)) => c.append(layer_idx, &k, &v)?,
             None => (k, v),
         };
+        let scale = 1.0 / (hd as f64).sqrt();
+        if path == Path::Infer && t == 1 {
+            if let Some(out) = super::kernels::decode_attention(&q.reshape((b, nh, hd))?, &k, &v, scale as f32)? {
+                return self.linear(&out, layer, i, LoraTarget::O, adapter, path);
+            }
+        }
         let l = k.dim(2)?;
         // GQA without copying k/v: the g query heads sharing a kv head become extra rows.
         let q = q.reshape((b, nkv, g * t, hd))?;
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let scores = (q.matmul(&k.t()?)? * scale)?;
         let scores = match mask {
             Some(m) => scores.reshape((b, nkv, g, t, l))?.broadcast_add(m)?.reshape((b, nkv, g * t, l))?,
             None => scores,
@@ -425,7 +442,7 @@ impl Model {
         };
         let out = probs.matmul(&v)?; // (b, nkv, g*t, hd)
         let out = out.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b * t, nh * hd))?;
-        self.linear(&out, layer, i, LoraTarget::O, adapter)
+        self.linear(&out, layer, i, LoraTarget::O, adapter, path)
     }
 }
 

@@ -1,0 +1,3 @@
+//! Subcommand implementations of the `asrl-learner` binary.
+
+pub mod score;

@@ -1,0 +1,3 @@
+//! Subcommand implementations of the `asrl-rollout-worker` binary.
+
+pub mod generate;
