@@ -363,12 +363,6 @@ impl Tokenizer {
         &self.eos_token_ids
     }
 
-    /// The same tokenizer with other eos ids (an empty list makes generation run to its length limit).
-    pub fn with_eos_token_ids(mut self, ids: Vec<u32>) -> Self {
-        self.eos_token_ids = ids;
-        self
-    }
-
     pub fn bos_token_id(&self) -> Option<u32> {
         self.bos_token_id
     }

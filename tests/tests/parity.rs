@@ -275,6 +275,7 @@ fn learner_score_cli_matches_reference() {
         .output()
         .unwrap();
     assert!(out.status.success(), "score failed: {}", String::from_utf8_lossy(&out.stderr));
+    // {"tokens": [...], "logprobs": [null, lp1, ...]}: the first token has no log-prob.
     let v: Value = serde_json::from_slice(&out.stdout).expect("score --json prints one JSON object");
     // `{"tokens": ids, "logprobs": [null, lp(1), ...]}`: the first token has no log-prob.
     assert_eq!(ids_of(&v["tokens"]), ids_of(&case["ids"]));
@@ -286,10 +287,34 @@ fn learner_score_cli_matches_reference() {
 }
 
 #[test]
+fn worker_generate_cli_greedy_matches_reference() {
+    let r = reference();
+    for arch in ["qwen3", "llama"] {
+        let e = &r[arch];
+        let case = &e["greedy"][0];
+        let prompt = case["prompt"].as_str().unwrap();
+        // The user message back out of the rendered ChatML prompt; the CLI re-renders it.
+        let user = prompt.split("<|im_start|>user\n").nth(1).and_then(|s| s.split("<|im_end|>").next()).unwrap();
+        let out = Command::new(binary("asrl-rollout-worker"))
+            .args(["generate", "--model"])
+            .arg(fixture(e["model_dir"].as_str().unwrap()))
+            .args(["--prompt", user, "-n", "1", "--temperature", "0", "--max-new-tokens", "12", "--json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "generate failed: {}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).expect("generate --json prints one JSON object");
+        let got = ids_of(&v["completions"][0]["tokens"]);
+        let want = ids_of(&case["base"]);
+        assert!(!got.is_empty() && want.starts_with(&got), "{arch}: CLI greedy {got:?} vs reference {want:?}");
+    }
+}
+
+#[test]
 fn bad_model_path_exits_2_with_one_error_line() {
     let missing = fixture("no-such-model");
     for (bin, args) in [
         ("asrl-learner", vec!["score", "--text", "hi", "--model"]),
+        ("asrl-rollout-worker", vec!["generate", "--prompt", "hi", "--model"]),
         ("asrl-bench-generate", vec!["--model"]),
     ] {
         let out = Command::new(binary(bin)).args(&args).arg(&missing).output().unwrap();

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 use asrl_common::config::SamplingParams;
 use asrl_common::device::parse_device;
-use asrl_common::generate::generate_group;
+use asrl_common::generate::generate_group_until;
 use asrl_common::model::load;
 use asrl_common::tokenizer::ChatMessage;
 use candle_core::DType;
@@ -58,7 +58,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let loaded = load(&args.model, &device, dtype).with_context(|| format!("loading {}", args.model.display()))?;
     let load_s = t0.elapsed().as_secs_f64();
-    let tokenizer = loaded.tokenizer.clone().with_eos_token_ids(Vec::new());
+    let tokenizer = &loaded.tokenizer;
     let prompt = tokenizer.apply_chat_template(&[ChatMessage::new("user", args.prompt.clone())], true)?;
     let prompt_ids = tokenizer.encode(&prompt, false)?;
     let params = |seed, max_new_tokens| SamplingParams {
@@ -68,12 +68,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
         max_new_tokens,
         seed,
     };
-    generate_group(&loaded.model, None, &tokenizer, &prompt_ids, &params(args.seed, 8.min(args.max_new_tokens)))?;
+    // No stop ids: every sample runs to the length limit.
+    generate_group_until(&loaded.model, None, tokenizer, &prompt_ids, &params(args.seed, 8.min(args.max_new_tokens)), &[])?;
 
     let mut total_tokens = 0usize;
     let t = Instant::now();
     for r in 0..args.repeats {
-        let out = generate_group(&loaded.model, None, &tokenizer, &prompt_ids, &params(args.seed + 1 + r as u64, args.max_new_tokens))?;
+        let out = generate_group_until(&loaded.model, None, tokenizer, &prompt_ids, &params(args.seed + 1 + r as u64, args.max_new_tokens), &[])?;
         total_tokens += out.iter().map(|c| c.tokens.len()).sum::<usize>();
     }
     let secs = t.elapsed().as_secs_f64();
