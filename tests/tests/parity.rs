@@ -282,8 +282,6 @@ fn learner_score_cli_matches_reference() {
     let lps = v["logprobs"].as_array().unwrap();
     assert!(lps[0].is_null(), "logprobs[0] must be null: {}", lps[0]);
     assert_close(&floats(&Value::Array(lps[1..].to_vec())), &floats(&case["logprobs_adapter"]), TOL, "score CLI");
-    let sum: f32 = floats(&case["logprobs_adapter"]).iter().sum();
-    assert!((v["sum"].as_f64().unwrap() as f32 - sum).abs() < 1e-3);
 }
 
 #[test]
