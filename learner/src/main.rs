@@ -30,7 +30,7 @@ fn main() {
         Command::Score(args) => asrl_learner::cli::score::run(args),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", asrl_common::telemetry::one_line_error(e.as_ref()));
         std::process::exit(2);
     }
 }

@@ -30,7 +30,7 @@ fn main() {
         Command::Generate(args) => asrl_rollout_worker::cli::generate::run(args),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", asrl_common::telemetry::one_line_error(e.as_ref()));
         std::process::exit(2);
     }
 }
