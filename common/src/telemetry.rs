@@ -12,3 +12,29 @@ pub fn init_tracing() {
         .unwrap_or_else(|| EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
+
+/// An error and its causes as one line for a binary's `error: ...` message, skipping causes
+/// whose text the message already contains (many errors print their source themselves).
+pub fn one_line_error(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_line_error_skips_repeated_causes() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = crate::model::ModelError::Io { path: "/x/config.json".into(), source: io };
+        assert_eq!(super::one_line_error(&e), "/x/config.json: no such file");
+    }
+}

@@ -48,7 +48,7 @@ fn main() -> ExitCode {
         Command::BenchSft(args) => cli::bench_sft::run(args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", asrl_common::telemetry::one_line_error(e.as_ref()));
         ExitCode::from(2)
     })
 }

@@ -44,7 +44,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", asrl_common::telemetry::one_line_error(e.as_ref()));
             ExitCode::from(2)
         }
     }
