@@ -382,38 +382,12 @@ impl Tokenizer {
     }
 }
 
-/// The paper's `context` ("User: ...\nAssistant: ...\nUser: ...") as chat messages. A line starting
-/// with `User:`, `Assistant:` or `System:` begins a new message; other lines continue the current
-/// one; text before any prefix is a user message. Contents are trimmed. Blank input gives no messages.
+/// The paper's `context` ("User: ...\nAssistant: ...\nUser: ...") as chat messages, by the
+/// dataset's own rule ([`crate::data::parse_context`]): a line starting with `User:`,
+/// `Assistant:` or `System:` begins a message, other lines continue it, text before any prefix is
+/// a user message; contents are trimmed and empty messages dropped.
 pub fn context_to_messages(context: &str) -> Vec<ChatMessage> {
-    const PREFIXES: [(&str, &str); 3] = [("User:", "user"), ("Assistant:", "assistant"), ("System:", "system")];
-    let mut messages: Vec<ChatMessage> = Vec::new();
-    let mut current: Option<(String, String)> = None;
-    for line in context.lines() {
-        let started = PREFIXES.iter().find_map(|(p, role)| line.strip_prefix(p).map(|rest| (*role, rest)));
-        match (started, current.as_mut()) {
-            (Some((role, rest)), _) => {
-                if let Some((r, c)) = current.take() {
-                    messages.push(ChatMessage::new(r, c));
-                }
-                current = Some((role.to_string(), rest.to_string()));
-            }
-            (None, Some((_, content))) => {
-                content.push('\n');
-                content.push_str(line);
-            }
-            // Blank lines before the first message are not a message.
-            (None, None) if line.trim().is_empty() => {}
-            (None, None) => current = Some(("user".to_string(), line.to_string())),
-        }
-    }
-    if let Some((r, c)) = current {
-        messages.push(ChatMessage::new(r, c));
-    }
-    for m in &mut messages {
-        m.content = m.content.trim().to_string();
-    }
-    messages
+    crate::data::parse_context(context).into_iter().map(|m| ChatMessage::new(m.role, m.content)).collect()
 }
 
 /// HF's template environment: trim_blocks + lstrip_blocks, python string methods,

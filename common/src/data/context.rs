@@ -1,6 +1,6 @@
 //! The paper's `context` string ("User: ...\nAssistant: ...") as chat messages.
 //!
-//! Same rule as `crate::tokenizer::context_to_messages`: a line starting with `User:`,
+//! The one rule, also behind `crate::tokenizer::context_to_messages`: a line starting with `User:`,
 //! `Assistant:` or `System:` begins a new message; other lines continue the current one; text
 //! before any prefix (or without any prefix at all) is a user message.
 
