@@ -413,3 +413,29 @@ async fn grpcurl_lists_describes_and_calls() {
     assert_eq!(json["adapterVersion"], "1", "{status}");
     assert_eq!(json["promptsPending"], "3", "{status}");
 }
+
+#[tokio::test]
+async fn add_examples_over_grpc_are_in_the_live_file_when_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.jsonl");
+    let sink = Arc::new(asrl_learner::service::LiveFileSink::new(live.clone(), 1 << 20, 0));
+    let (service, _handle, _rx) = new_learner(ServiceOptions { leases: leases(60_000), vocab_size: VOCAB }, Some(sink));
+    let cfg = GrpcServerConfig { bind: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+    let server = serve_learner(&cfg, service).await.unwrap();
+    let ccfg = GrpcClientConfig { url: format!("http://{}", server.local_addr()), ..Default::default() };
+    let mut c = transport::learner_client(transport::connect(&ccfg).await.unwrap(), &ccfg).unwrap();
+
+    let good = r#"{"context":"User: 3+4?","response":"<|thinking|>\n[LOGIC]3+4=7[/LOGIC]\n[INTUITION]small[/INTUITION]\n<|/thinking|>\n7","type":"math"}"#;
+    let r = c
+        .add_examples(pb::AddExamplesRequest { jsonl: format!("{good}\n{{\"context\":\"User: no response\"}}\n") })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.accepted, 1);
+    assert_eq!(r.rejected.iter().map(|x| x.line).collect::<Vec<_>>(), vec![2]);
+    // Acknowledged means already on disk: read it back without any further call.
+    let text = std::fs::read_to_string(&live).unwrap();
+    assert_eq!(text.lines().count(), 1);
+    assert!(text.contains("3+4=7"), "{text}");
+    server.shutdown().await.unwrap();
+}
