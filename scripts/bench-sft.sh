@@ -8,16 +8,15 @@
 # depend on the weights). PEFT runs with 2 torch threads.
 #
 # Usage: scripts/bench-sft.sh [SEQ] [RANK] [STEPS]     (PYTHON=... to pick the interpreter)
-# The candle side is built with the dev profile, whose dependencies (candle, gemm) are compiled
-# at opt-level 3 (see Cargo.toml), so it times the same kernels as --release; set
-# PROFILE=release to build it in release instead.
+# The candle side is built in release by default (PROFILE=dev times the dev profile, where this
+# crate is opt-level 1: 41 vs 69 tok/s measured).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEQ=${1:-256}
 RANK=${2:-32}
 STEPS=${3:-5}
-PYTHON=${PYTHON:-/work/cache/pyenv/bin/python}
-PROFILE=${PROFILE:-dev}
+PYTHON=${PYTHON:-python3}
+PROFILE=${PROFILE:-release}
 
 if [ "$PROFILE" = release ]; then
   cargo build -q --release -p asrl-learner

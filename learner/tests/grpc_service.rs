@@ -376,9 +376,10 @@ fn grpcurl() -> Option<std::path::PathBuf> {
     if let Ok(p) = std::env::var("GRPCURL") {
         return Some(p.into());
     }
-    let cached = std::path::PathBuf::from("/work/cache/pyenv/bin/grpcurl");
-    if cached.exists() {
-        return Some(cached);
+    // scripts/setup.sh installs it in the repo's venv.
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/grpcurl");
+    if venv.exists() {
+        return Some(venv);
     }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|d| d.join("grpcurl")).find(|p| p.exists())

@@ -18,7 +18,7 @@ How to run (needs torch, transformers>=5, peft, tokenizers, gguf; no network):
   scripts/fetch-assets.sh                          # assets/qwen3-tokenizer + SmolLM2 GGUF
   .venv/bin/python tests/parity/make_fixtures.py   # from the repository root
   (`--references-only` rewrites just tokenizer_reference.json and gguf_reference.json)
-(In the development container: /work/cache/pyenv/bin/python tests/parity/make_fixtures.py)
+(With the peers venv: scripts/setup-peers.sh, then .venv-peers/bin/python tests/parity/make_fixtures.py)
 """
 
 import json

@@ -1,7 +1,7 @@
 """Reference values for the learner's training math (learner/src/training), from torch.
 
 Writes tests/fixtures/training/{sft_loss,grpo_loss,adamw}.json. Deterministic (fixed seeds).
-Run: /work/cache/pyenv/bin/python tests/parity/make_training_fixtures.py
+Run: .venv-peers/bin/python tests/parity/make_training_fixtures.py  (scripts/setup-peers.sh)
 
 The GRPO formulas are TRL's GRPOTrainer._compute_loss (token-level importance sampling,
 two-sided `delta` cap, k3 KL, loss types grpo / dapo / dr_grpo) and its advantage code
