@@ -1,0 +1,32 @@
+use candle_core::{Device, Tensor};
+
+#[test]
+fn matches_matmul() {
+    let d = Device::Cpu;
+    for (n, k, out) in [(1, 37, 130), (6, 576, 200), (16, 64, 65), (7, 1536, 9), (3, 5, 70), (13, 40, 129)] {
+        let x = Tensor::randn(0f32, 1., (n, k), &d).unwrap();
+        let w = Tensor::randn(0f32, 1., (out, k), &d).unwrap();
+        let fast = super::skinny_matmul_t(&x, &w).unwrap().unwrap();
+        let slow = x.matmul(&w.t().unwrap()).unwrap();
+        let diff = (fast - slow).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-3, "{n}x{k}x{out}: {diff}");
+    }
+    let a: Vec<f32> = (0..21).map(|i| i as f32 * 0.5).collect();
+    let b: Vec<f32> = (0..21).map(|i| 1.0 - i as f32 * 0.1).collect();
+    let expected: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+    assert!((super::dot(&a, &b) - expected).abs() < 1e-4);
+    // Decode attention against a strided cache view equals softmax(q kᵀ · s) v.
+    let (b, nkv, g, len, cap, hd) = (2, 2, 3, 5, 8, 16);
+    let kb = Tensor::randn(0f32, 1., (b, nkv, cap, hd), &d).unwrap();
+    let vb = Tensor::randn(0f32, 1., (b, nkv, cap, hd), &d).unwrap();
+    let (k, v) = (kb.narrow(2, 0, len).unwrap(), vb.narrow(2, 0, len).unwrap());
+    let q = Tensor::randn(0f32, 1., (b, nkv * g, hd), &d).unwrap();
+    let fast = super::decode_attention(&q, &k, &v, 0.25).unwrap().unwrap();
+    let qg = q.reshape((b, nkv, g, hd)).unwrap();
+    let s = (qg.matmul(&k.t().unwrap()).unwrap() * 0.25).unwrap();
+    let slow = candle_nn::ops::softmax_last_dim(&s).unwrap().matmul(&v).unwrap().reshape((b, nkv * g * hd)).unwrap();
+    let diff = (fast - slow).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(diff < 1e-5, "attention: {diff}");
+    let big = Tensor::zeros((17, 4), candle_core::DType::F32, &d).unwrap();
+    assert!(super::skinny_matmul_t(&big, &Tensor::zeros((3, 4), candle_core::DType::F32, &d).unwrap()).unwrap().is_none());
+}
