@@ -10,7 +10,6 @@ use std::sync::Arc;
 use candle_core::quantized::gguf_file;
 use minijinja::value::{Kwargs, Value as JValue};
 use minijinja::{Environment, ErrorKind};
-use serde::{Deserialize, Serialize};
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel as ByteLevelPre;
@@ -40,18 +39,9 @@ pub enum TokenizerError {
     Decode(String),
 }
 
-/// One chat turn, as HF chat templates expect it (`{"role": ..., "content": ...}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChatMessage {
-    pub role: String,
-    pub content: String,
-}
-
-impl ChatMessage {
-    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: content.into() }
-    }
-}
+/// One chat turn, as HF chat templates expect it (`{"role": ..., "content": ...}`); the same type
+/// the dataset parses contexts into.
+pub type ChatMessage = crate::data::Message;
 
 /// BPE tokenizer + special token ids + compiled chat template. Cheap to clone.
 #[derive(Clone)]
@@ -387,7 +377,7 @@ impl Tokenizer {
 /// `Assistant:` or `System:` begins a message, other lines continue it, text before any prefix is
 /// a user message; contents are trimmed and empty messages dropped.
 pub fn context_to_messages(context: &str) -> Vec<ChatMessage> {
-    crate::data::parse_context(context).into_iter().map(|m| ChatMessage::new(m.role, m.content)).collect()
+    crate::data::parse_context(context)
 }
 
 /// HF's template environment: trim_blocks + lstrip_blocks, python string methods,

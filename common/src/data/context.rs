@@ -14,10 +14,10 @@ pub struct Message {
 }
 
 impl Message {
-    pub fn new(role: &str, content: &str) -> Self {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
         Self {
-            role: role.to_string(),
-            content: content.to_string(),
+            role: role.into(),
+            content: content.into(),
         }
     }
 }
