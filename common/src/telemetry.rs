@@ -1,16 +1,32 @@
 //! Logging for the binaries: `tracing` to stderr, filtered by `ASRL_LOG` (else `RUST_LOG`,
-//! else `warn`), so stdout stays free for machine-readable output.
+//! else the command's default), so stdout stays free for machine-readable output.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber; a second call is a no-op.
+/// Default filter of long-running commands (learner `train`, worker `run`): their progress at
+/// info, the gRPC stack's chatter only when it matters.
+pub const SERVICE_LOG: &str = "info,h2=warn,hyper=warn,hyper_util=warn,tower=warn,tonic=warn,asrl::metrics=warn";
+
+/// Installs the global subscriber with `warn` as the default; a second call is a no-op.
 pub fn init_tracing() {
+    init_tracing_with("warn");
+}
+
+/// Installs the global subscriber; `default` applies when neither `ASRL_LOG` nor `RUST_LOG` is
+/// set. Colours only on a terminal, so log files stay plain text.
+pub fn init_tracing_with(default: &str) {
     let filter = std::env::var("ASRL_LOG")
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .and_then(|spec| EnvFilter::try_new(spec).ok())
-        .unwrap_or_else(|| EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+        .unwrap_or_else(|| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// An error and its causes as one line for a binary's `error: ...` message, skipping causes

@@ -349,6 +349,11 @@ impl Tokenizer {
         tmpl.render(ctx).map_err(template_err)
     }
 
+    /// Text of the eos token (e.g. `<|im_end|>`), when the model names one.
+    pub fn eos_token(&self) -> Option<&str> {
+        self.eos_token.as_deref()
+    }
+
     pub fn eos_token_ids(&self) -> &[u32] {
         &self.eos_token_ids
     }

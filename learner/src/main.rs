@@ -15,6 +15,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run ASRL (or a baseline schedule) from a config: serve rollout workers, train, evaluate,
+    /// checkpoint, plot. Resumes from the run directory's last checkpoint.
+    Train(cli::train::TrainArgs),
     /// Per-token log-probabilities of a text under the model (and adapter).
     Score(cli::score::ScoreArgs),
     /// Inspect a dataset or write demo data.
@@ -30,7 +33,6 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    asrl_common::telemetry::init_tracing();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help / --version
@@ -40,7 +42,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match cli.command {
+        Command::Train(_) => asrl_common::telemetry::init_tracing_with(asrl_common::telemetry::SERVICE_LOG),
+        _ => asrl_common::telemetry::init_tracing(),
+    }
     let result = match cli.command {
+        Command::Train(args) => cli::train::run(args).map(|()| ExitCode::SUCCESS),
         Command::Score(args) => cli::score::run(args).map(|()| ExitCode::SUCCESS),
         Command::Data(command) => cli::data::run(command),
         Command::Plot(args) => cli::plot::run(args).map(|()| ExitCode::SUCCESS),

@@ -372,22 +372,9 @@ async fn adapter_download_and_add_examples() {
     assert_eq!(r.rejected[0].line, 2);
 }
 
-fn grpcurl() -> Option<std::path::PathBuf> {
-    if let Ok(p) = std::env::var("GRPCURL") {
-        return Some(p.into());
-    }
-    // scripts/setup.sh installs it in the repo's venv.
-    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/grpcurl");
-    if venv.exists() {
-        return Some(venv);
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join("grpcurl")).find(|p| p.exists())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_lists_describes_and_calls() {
-    let Some(grpcurl) = grpcurl() else {
+    let Some(grpcurl) = asrl_tests::grpcurl() else {
         eprintln!("skipping: grpcurl not found (set GRPCURL or put it on PATH)");
         return;
     };

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use asrl_common::config::RewardConfig;
 use asrl_common::reward::RewardScorer;
 use asrl_rollout_worker::cli;
 use asrl_rollout_worker::engine::ModelEngine;
@@ -27,7 +26,6 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    asrl_common::telemetry::init_tracing();
     let parsed = match Cli::try_parse() {
         Ok(parsed) => parsed,
         Err(e) if !e.use_stderr() => e.exit(), // --help / --version
@@ -37,6 +35,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match parsed.command {
+        Command::Run(_) => asrl_common::telemetry::init_tracing_with(asrl_common::telemetry::SERVICE_LOG),
+        _ => asrl_common::telemetry::init_tracing(),
+    }
     let result = match parsed.command {
         Command::Generate(args) => cli::generate::run(args),
         Command::Run(args) => run(args),
@@ -51,12 +53,13 @@ fn main() -> ExitCode {
 }
 
 fn run(args: cli::RunArgs) -> anyhow::Result<()> {
+    let resolved = args.resolve()?;
     let device = asrl_common::device::parse_device(&args.device)?;
-    let dtype = asrl_common::model::parse_dtype(&args.dtype)?;
-    let loaded = asrl_common::model::load(&args.model, &device, dtype)
-        .with_context(|| format!("loading model {}", args.model.display()))?;
+    let dtype = asrl_common::model::parse_dtype(&resolved.dtype)?;
+    let loaded = asrl_common::model::load(&resolved.model, &device, dtype)
+        .with_context(|| format!("loading model {}", resolved.model.display()))?;
     let engine = ModelEngine::new(loaded);
-    let rewards = RewardScorer::from_config(&RewardConfig::default())?;
+    let rewards = RewardScorer::from_config(&resolved.reward)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-    runtime.block_on(cli::run::run(&args, engine, Arc::new(rewards)))
+    runtime.block_on(cli::run::run(&args, &resolved, engine, Arc::new(rewards)))
 }

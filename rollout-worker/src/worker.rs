@@ -140,6 +140,9 @@ impl<E: RolloutEngine> Loop<E> {
             Err(s) => return SessionEnd::Fatal(WorkerError::Register(s)),
         };
         let worker_id = reg.worker_id;
+        // A restarted learner numbers its adapters again from its checkpoint: a version this
+        // worker holds may now name other weights, so fetch afresh.
+        self.loaded_version = 0;
         self.status.lock().worker_id = worker_id;
         tracing::info!(worker_id, url = %self.opts.client.url, "registered with the learner");
 

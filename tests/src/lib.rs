@@ -82,3 +82,46 @@ pub fn python_with(modules: &[&str]) -> Option<String> {
         }
     }
 }
+
+/// The grpcurl binary: `$GRPCURL`, the repo venv's (`scripts/setup.sh` installs it), or one on
+/// `PATH`; `None` when there is none.
+pub fn grpcurl() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("GRPCURL") {
+        return Some(p.into());
+    }
+    let venv = repo_root().join(".venv/bin/grpcurl");
+    if venv.exists() {
+        return Some(venv);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join("grpcurl")).find(|p| p.exists())
+}
+
+/// A child process killed (and reaped) when dropped, so a failing test leaves nothing running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl KillOnDrop {
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+    /// SIGKILL now, and wait for it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+    /// `Some(status)` once the process has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}

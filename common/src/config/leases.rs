@@ -10,7 +10,9 @@ pub struct LeaseConfig {
     /// (4 prompts × 6 completions × 300 tokens on a slow CPU worker fit well inside it).
     pub lease_timeout_ms: u64,
     /// Results generated with an adapter more than this many versions behind the latest are
-    /// dropped (and their prompts re-queued). Default 1: one-step off-policy at most.
+    /// dropped (and their prompts re-queued). Default 1. Not a TOML field: `asrl-learner train`
+    /// sets it from `grpo.max_staleness`, so one knob bounds off-policy data.
+    #[serde(skip)]
     pub max_staleness: u64,
     /// Adapter versions kept in memory for workers still fetching an older one. Default 2.
     pub adapter_versions_kept: usize,

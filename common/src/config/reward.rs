@@ -2,18 +2,18 @@ use serde::{Deserialize, Serialize};
 
 /// The reward: a weighted sum of named reward functions (see `asrl_common::reward`).
 ///
-/// Default: the paper's `0.85 · format (strict) + 0.15 · correctness (final answer)`.
+/// Default: the paper's `0.85 · correctness (final answer) + 0.15 · format (strict)`.
 ///
 /// ```toml
 /// [[reward.components]]
-/// name = "format"
+/// name = "correctness"
 /// weight = 0.85
-/// params = { mode = "strict" }     # or "lenient" (the paper's tag check)
+/// params = { mode = "final_answer" } # or "whole_response" (the paper's comparison)
 ///
 /// [[reward.components]]
-/// name = "correctness"
+/// name = "format"
 /// weight = 0.15
-/// params = { mode = "final_answer" } # or "whole_response" (the paper's comparison)
+/// params = { mode = "strict" }     # or "lenient" (the paper's tag check)
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -31,18 +31,18 @@ impl Default for RewardConfig {
         Self {
             components: vec![
                 RewardComponentConfig {
-                    name: "format".into(),
+                    name: "correctness".into(),
                     label: None,
                     weight: 0.85,
                     types: Vec::new(),
-                    params: mode("strict"),
+                    params: mode("final_answer"),
                 },
                 RewardComponentConfig {
-                    name: "correctness".into(),
+                    name: "format".into(),
                     label: None,
                     weight: 0.15,
                     types: Vec::new(),
-                    params: mode("final_answer"),
+                    params: mode("strict"),
                 },
             ],
         }

@@ -2,7 +2,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{LoraConfig, ModelSection, RunConfig, SamplingParams, ScheduleConfig, WorkersConfig};
+use super::{
+    CheckpointConfig, DataConfig, EvalConfig, GrpoConfig, LeaseConfig, LoraConfig, ModelSection, OptimiserConfig,
+    RewardConfig, RunConfig, SamplingParams, ScheduleConfig, SftConfig, TrainConfig, WorkersConfig,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -37,7 +40,15 @@ pub struct AsrlConfig {
     pub schedule: ScheduleConfig,
     pub run: RunConfig,
     pub workers: WorkersConfig,
-    // sections added on merge: sft, grpo, optimizer, checkpoint (training), data, reward (data)
+    /// Rollout leases: prompts per lease, timeouts, heartbeats.
+    pub leases: LeaseConfig,
+    pub data: DataConfig,
+    pub reward: RewardConfig,
+    pub sft: SftConfig,
+    pub grpo: GrpoConfig,
+    pub optimizer: OptimiserConfig,
+    pub checkpoint: CheckpointConfig,
+    pub eval: EvalConfig,
 }
 
 impl AsrlConfig {
@@ -58,6 +69,20 @@ impl AsrlConfig {
 
     pub fn to_toml_string(&self) -> Result<String, ConfigError> {
         Ok(toml::to_string_pretty(self)?)
+    }
+
+    /// The trainer's sections, checkpoints resolved against `run.dir` when relative.
+    pub fn train_config(&self) -> TrainConfig {
+        let mut checkpoint = self.checkpoint.clone();
+        if checkpoint.dir.is_relative() {
+            checkpoint.dir = self.run.dir.join(&checkpoint.dir);
+        }
+        TrainConfig { sft: self.sft.clone(), grpo: self.grpo.clone(), optimiser: self.optimizer.clone(), checkpoint }
+    }
+
+    /// Lease settings of the learner's service; staleness comes from `grpo.max_staleness`.
+    pub fn lease_config(&self) -> LeaseConfig {
+        LeaseConfig { max_staleness: self.grpo.max_staleness, ..self.leases.clone() }
     }
 
     /// Range checks serde cannot express; `origin` names the file in errors.
@@ -114,6 +139,40 @@ impl AsrlConfig {
         if !(0.0..1.0).contains(&self.lora.dropout) {
             return bad("lora.dropout", format!("is {}: must be in [0, 1)", self.lora.dropout));
         }
+        if self.sft.micro_batch_size == 0 || self.sft.grad_accum_steps == 0 {
+            return bad("sft.micro_batch_size", "and sft.grad_accum_steps must be at least 1".into());
+        }
+        if self.grpo.groups_per_step == 0 {
+            return bad("grpo.groups_per_step", "must be at least 1".into());
+        }
+        if self.grpo.ratio_cap > 0.0 && self.grpo.ratio_cap <= 1.0 + self.grpo.epsilon_high {
+            return bad("grpo.ratio_cap", format!("is {}: must exceed 1 + grpo.epsilon_high (or be 0 to disable)", self.grpo.ratio_cap));
+        }
+        if !(self.optimizer.lr.is_finite() && self.optimizer.lr > 0.0) {
+            return bad("optimizer.lr", format!("is {}: must be finite and > 0", self.optimizer.lr));
+        }
+        if !(0.0..=1.0).contains(&self.optimizer.grpo_lr_floor) {
+            return bad("optimizer.grpo_lr_floor", format!("is {}: must be in [0, 1]", self.optimizer.grpo_lr_floor));
+        }
+        let d = &self.data;
+        if !(d.train_fraction > 0.0 && d.val_fraction > 0.0 && d.train_fraction + d.val_fraction <= 1.0) {
+            return bad(
+                "data.train_fraction",
+                format!("{} and data.val_fraction {} must be > 0 with a sum <= 1", d.train_fraction, d.val_fraction),
+            );
+        }
+        if self.reward.components.is_empty() {
+            return bad("reward.components", "is empty: at least one reward function is needed".into());
+        }
+        if self.eval.samples_per_prompt == 0 || self.eval.micro_batch_size == 0 {
+            return bad("eval.samples_per_prompt", "and eval.micro_batch_size must be at least 1".into());
+        }
+        if !(self.eval.temperature >= 0.0 && self.eval.temperature.is_finite()) {
+            return bad("eval.temperature", format!("is {}: must be finite and >= 0", self.eval.temperature));
+        }
+        if self.leases.prompts_per_lease == 0 || self.leases.lease_timeout_ms == 0 {
+            return bad("leases.prompts_per_lease", "and leases.lease_timeout_ms must be at least 1".into());
+        }
         Ok(())
     }
 }
@@ -161,7 +220,9 @@ mod tests {
 
     #[test]
     fn unknown_field_in_every_section_is_named_with_the_file() {
-        for section in ["model", "lora", "sampling", "schedule", "run", "workers"] {
+        for section in
+            ["model", "lora", "sampling", "schedule", "run", "workers", "leases", "data", "sft", "grpo", "optimizer", "checkpoint", "eval"]
+        {
             let err = parse(&format!("[{section}]\nbogus_knob = 1\n")).unwrap_err();
             let msg = err.to_string();
             assert!(msg.contains("bogus_knob"), "{section}: {msg}");
@@ -170,7 +231,12 @@ mod tests {
         let msg = parse("bogus_top = 1\n").unwrap_err().to_string();
         assert!(msg.contains("bogus_top") && msg.contains("configs/test.toml"), "{msg}");
         let msg = parse("[sft]\nlr = 1.0\n").unwrap_err().to_string();
-        assert!(msg.contains("sft"), "{msg}");
+        assert!(msg.contains("lr"), "{msg}");
+        // Staleness has one knob (grpo.max_staleness); the lease copy is not a TOML field.
+        let msg = parse("[leases]\nmax_staleness = 3\n").unwrap_err().to_string();
+        assert!(msg.contains("max_staleness"), "{msg}");
+        let msg = parse("[[reward.components]]\nname = \"format\"\nwieght = 1.0\n").unwrap_err().to_string();
+        assert!(msg.contains("wieght"), "{msg}");
     }
 
     #[test]

@@ -74,6 +74,10 @@ pub struct GrpoConfig {
     pub beta: f64,
     /// Optimiser passes over the same experiences (PPO epochs). Default 1.
     pub mu: usize,
+    /// Groups (prompts) per optimiser step: the learner steps as soon as this many groups have
+    /// arrived, and publishes the new adapter to the workers still sampling. The phase's last
+    /// step takes what is left. Default 2 (8 questions: 4 steps, over which the LR decays).
+    pub groups_per_step: usize,
 }
 
 impl Default for GrpoConfig {
@@ -89,6 +93,7 @@ impl Default for GrpoConfig {
             max_staleness: 4,
             beta: 0.0,
             mu: 1,
+            groups_per_step: 2,
         }
     }
 }
@@ -140,17 +145,19 @@ impl OptimiserConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CheckpointConfig {
-    /// Checkpoints live in `<dir>/step-<global step>/`. Default `runs/checkpoints`.
+    /// Checkpoints live in `<dir>/step-<global step>/`; `asrl-learner train` resolves a relative
+    /// `dir` against `run.dir`. Default `checkpoints`.
     pub dir: std::path::PathBuf,
     /// Only the newest this many checkpoints are kept. Default 3.
     pub keep_last: usize,
-    /// Optimiser steps between checkpoints (0: only when the caller asks). Default 50.
+    /// Optimiser steps between checkpoints (0: only when the caller asks; `train` always
+    /// checkpoints at the end of each epoch). Default 50.
     pub every_steps: u64,
 }
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        Self { dir: "runs/checkpoints".into(), keep_last: 3, every_steps: 50 }
+        Self { dir: "checkpoints".into(), keep_last: 3, every_steps: 50 }
     }
 }
 

@@ -11,8 +11,6 @@ pub struct WorkersConfig {
     pub devices: Vec<String>,
     /// Shared secret workers send as a bearer token; empty disables authentication.
     pub auth_token: String,
-    /// Seconds the learner waits for a rollout group before handing the question to another worker.
-    pub rollout_timeout_s: u64,
     /// Largest gRPC message either side accepts, in MiB (adapters are sent in chunks below this).
     pub max_message_mib: usize,
 }
@@ -23,7 +21,6 @@ impl Default for WorkersConfig {
             learner_addr: "127.0.0.1:50051".into(),
             devices: vec!["cpu".into()],
             auth_token: String::new(),
-            rollout_timeout_s: 600,
             max_message_mib: 64,
         }
     }

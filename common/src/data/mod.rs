@@ -8,6 +8,7 @@
 
 mod append;
 pub mod context;
+mod encode;
 mod example;
 pub mod generate;
 mod live;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 pub use append::{append_examples, append_json, AppendReceipt};
 pub use context::{format_context, parse_context, Message};
+pub use encode::{encode_example, prompt_text, EncodedExample};
 pub use example::{parse_line, parse_value, BadReason, Example};
 pub use live::{thousands, BadLine, DataReport, LiveDataset, Snapshot, SplitCounts};
 pub use split::{Split, SplitFractions};

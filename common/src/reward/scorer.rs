@@ -189,18 +189,16 @@ mod tests {
     #[test]
     fn paper_default_weights() {
         let s = RewardScorer::from_config(&RewardConfig::default()).unwrap();
-        assert_eq!(s.labels(), ["format", "correctness"]);
+        // 0.85 · correctness + 0.15 · format.
+        assert_eq!(s.labels(), ["correctness", "format"]);
         let score = |c: &str, a: &str| s.score(&RewardInput::new("q", c, a, "simple_qa")).unwrap();
         let r = score(GOOD, "85");
         assert!(close(r.total, 0.85 + 0.15));
         assert_eq!(r.components["format"], 1.0);
         assert_eq!(r.components["correctness"], 1.0);
-        assert!(close(score(GOOD, "86").total, 0.85 - 0.15 * 0.5));
-        assert!(close(score("85", "85").total, -0.85 + 0.15));
-        assert!(close(
-            score("The answer is 85", "85").total,
-            -0.85 + 0.15 * 0.5
-        ));
+        assert!(close(score(GOOD, "86").total, 0.15 - 0.85 * 0.5));
+        assert!(close(score("85", "85").total, 0.85 - 0.15));
+        assert!(close(score("The answer is 85", "85").total, 0.85 * 0.5 - 0.15));
     }
 
     #[test]

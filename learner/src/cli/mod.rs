@@ -5,3 +5,4 @@ pub mod data;
 pub mod plot;
 pub mod report;
 pub mod score;
+pub mod train;

@@ -13,7 +13,7 @@ pub struct LiveFileSink {
     path: PathBuf,
     max_line_bytes: usize,
     added: AtomicU64,
-    base_size: u64,
+    base_size: AtomicU64,
     // Serialises appends from concurrent RPCs (the file lock also guards other processes).
     write: Mutex<()>,
 }
@@ -21,7 +21,13 @@ pub struct LiveFileSink {
 impl LiveFileSink {
     /// `base_size`: examples already in the dataset, reported by `dataset_size` plus additions.
     pub fn new(path: PathBuf, max_line_bytes: usize, base_size: u64) -> Self {
-        Self { path, max_line_bytes, added: AtomicU64::new(0), base_size, write: Mutex::new(()) }
+        Self { path, max_line_bytes, added: AtomicU64::new(0), base_size: AtomicU64::new(base_size), write: Mutex::new(()) }
+    }
+
+    /// The learner re-read the dataset and found `examples`: they include every addition so far.
+    pub fn note_snapshot(&self, examples: u64) {
+        self.base_size.store(examples, Ordering::SeqCst);
+        self.added.store(0, Ordering::SeqCst);
     }
 }
 
@@ -56,7 +62,7 @@ impl ExampleSink for LiveFileSink {
     }
 
     fn dataset_size(&self) -> u64 {
-        self.base_size + self.added.load(Ordering::SeqCst)
+        self.base_size.load(Ordering::SeqCst) + self.added.load(Ordering::SeqCst)
     }
 }
 

@@ -165,6 +165,13 @@ impl LearnerHandle {
         inner.leases.counters()
     }
 
+    /// Workers heard from within the worker timeout, as (name, device).
+    pub fn workers_connected(&self) -> Vec<(String, String)> {
+        let mut inner = self.shared.lock();
+        inner.registry.prune(Instant::now());
+        inner.registry.iter().map(|(_, w)| (w.name.clone(), w.device.clone())).collect()
+    }
+
     pub fn set_progress(&self, progress: Progress) {
         self.shared.lock().progress = progress;
     }

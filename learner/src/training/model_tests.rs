@@ -82,6 +82,8 @@ fn sft_memorises_a_small_set_with_lora() {
     let mut t = Trainer::new(policy(32, 1), cfg, 1.0, 8, 0, MetricsSink::disabled()).unwrap();
     t.begin_phase(0, Phase::Sft, 0).unwrap();
     let data = sft_set();
+    let (before, label_tokens) = t.eval_loss(&data, 3).unwrap();
+    assert_eq!(label_tokens, 5 + 4 + 6 + 4, "every response token is a label");
     let mut losses = Vec::new();
     for _ in 0..80 {
         for mb in data.chunks(2) {
@@ -97,6 +99,12 @@ fn sft_memorises_a_small_set_with_lora() {
     // The frozen tied head and final norm bound the logit margin, so the loss floors near 0.2;
     // memorisation shows in greedy predictions of every response token.
     assert!(last < 0.35, "response loss after 80 steps: {last} (first {first})");
+    // Validation loss is the same token-weighted NLL, independent of micro-batching.
+    let (after, _) = t.eval_loss(&data, 1).unwrap();
+    let (after_batched, _) = t.eval_loss(&data, 4).unwrap();
+    assert!(after < 0.35 && before > 2.0, "eval loss {before} -> {after}");
+    assert!((after - after_batched).abs() < 1e-4, "{after} vs {after_batched}");
+    assert!(t.eval_loss(&[], 4).unwrap().0.is_nan());
     for ex in &data {
         let ids = candle_core::Tensor::new(ex.tokens.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
         let logits = t.policy().logits(&ids, true).unwrap().squeeze(0).unwrap();

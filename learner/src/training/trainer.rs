@@ -362,6 +362,43 @@ impl<P: Policy> Trainer<P> {
         Ok(None)
     }
 
+    /// Validation loss: the token-weighted mean NLL of the labels of `examples` with the adapter,
+    /// in micro-batches of `micro_batch` (no gradients kept, nothing changes). Examples longer
+    /// than `sft.max_seq_len` or without labels are left out. Returns (loss, label tokens);
+    /// NaN with 0 tokens when nothing was left.
+    pub fn eval_loss(&self, examples: &[SftExample], micro_batch: usize) -> Result<(f64, usize), TrainError> {
+        let max_len = self.cfg.sft.max_seq_len;
+        let vocab = self.policy.vocab_size();
+        let kept: Vec<&SftExample> = examples
+            .iter()
+            .filter(|e| e.tokens.len() <= max_len && e.tokens.len() == e.label_mask.len())
+            .filter(|e| e.tokens.len() >= 2 && e.label_mask[1..].iter().any(|&m| m))
+            .collect();
+        let (mut nll, mut tokens) = (0f64, 0usize);
+        for (bi, batch) in kept.chunks(micro_batch.max(1)).enumerate() {
+            for ex in batch {
+                check_token_ids(&ex.tokens, vocab, || format!("validation batch {bi}"))?;
+            }
+            let seq = batch.iter().map(|e| e.tokens.len()).max().unwrap_or(0);
+            let mut ids = Vec::with_capacity(batch.len() * seq);
+            let mut mask = Vec::with_capacity(batch.len() * seq);
+            for ex in batch {
+                ids.extend_from_slice(&ex.tokens);
+                ids.extend(std::iter::repeat_n(0u32, seq - ex.tokens.len()));
+                mask.extend(ex.label_mask.iter().map(|&m| if m { 1f32 } else { 0f32 }));
+                mask.extend(std::iter::repeat_n(0f32, seq - ex.tokens.len()));
+            }
+            let dev = self.policy.device().clone();
+            let ids = Tensor::from_vec(ids, (batch.len(), seq), &dev)?;
+            let mask = Tensor::from_vec(mask, (batch.len(), seq), &dev)?;
+            let logits = self.policy.logits(&ids, true)?.detach();
+            let loss = sft_loss(&logits, &ids, &mask)?;
+            nll += f64::from(loss.nll_sum.to_scalar::<f32>()?);
+            tokens += loss.tokens;
+        }
+        Ok((if tokens > 0 { nll / tokens as f64 } else { f64::NAN }, tokens))
+    }
+
     /// Steps on a partial accumulation (end of phase). None when nothing is pending.
     pub fn sft_flush(&mut self) -> Result<Option<SftStepMetrics>, TrainError> {
         if self.accum.is_empty() {

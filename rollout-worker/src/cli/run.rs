@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use asrl_common::config::{GrpcClientConfig, GrpcServerConfig};
+use asrl_common::config::{AsrlConfig, ConfigError, GrpcClientConfig, GrpcServerConfig, RewardConfig};
 use asrl_common::rollout::RewardFn;
 use clap::Args;
 
@@ -14,15 +14,22 @@ use crate::worker::{run_worker, WorkerOptions};
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
+    /// The learner's run config (TOML): supplies the model (`[model]` path and dtype), the reward
+    /// (`[reward]`), the learner address and the auth token, so workers score exactly as
+    /// configured. Flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Base model the learner trains: an HF model dir or a .gguf file (same as the learner's).
+    /// Required without --config.
     #[arg(long)]
-    pub model: PathBuf,
-    /// Weight dtype: f32, bf16 or f16.
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
-    /// Learner URL, e.g. http://127.0.0.1:50051 (https:// needs the `tls` feature).
+    pub model: Option<PathBuf>,
+    /// Weight dtype: f32, bf16 or f16 (default: the config's `model.dtype`, else f32).
     #[arg(long)]
-    pub learner: String,
+    pub dtype: Option<String>,
+    /// Learner URL, e.g. http://127.0.0.1:50051 (https:// needs the `tls` feature). Default:
+    /// http:// + the config's `workers.learner_addr`.
+    #[arg(long)]
+    pub learner: Option<String>,
     /// Device to generate on: `cpu` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -46,16 +53,62 @@ pub struct RunArgs {
     pub tls_ca: Option<PathBuf>,
 }
 
+/// What a worker runs with once the config file and the flags are merged.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub model: PathBuf,
+    pub dtype: String,
+    pub learner: String,
+    pub token: Option<String>,
+    pub reward: RewardConfig,
+}
+
 impl RunArgs {
-    pub fn worker_options(&self) -> WorkerOptions {
+    /// Merges `--config` (when given) with the flags; flags win.
+    pub fn resolve(&self) -> Result<Resolved, ConfigError> {
+        let cfg = match &self.config {
+            Some(path) => Some(AsrlConfig::load(path)?),
+            None => None,
+        };
+        let missing = |field: &'static str, message: &str| ConfigError::Invalid {
+            path: PathBuf::from("(command line)"),
+            field,
+            message: message.into(),
+        };
+        let model = match (&self.model, &cfg) {
+            (Some(m), _) => m.clone(),
+            (None, Some(c)) => c.model.path.clone(),
+            (None, None) => return Err(missing("--model", "is required without --config")),
+        };
+        let dtype = match (&self.dtype, &cfg) {
+            (Some(d), _) => d.clone(),
+            (None, Some(c)) => format!("{:?}", c.model.dtype).to_lowercase(),
+            (None, None) => "f32".into(),
+        };
+        let learner = match (&self.learner, &cfg) {
+            (Some(l), _) => l.clone(),
+            (None, Some(c)) => format!("http://{}", c.workers.learner_addr),
+            (None, None) => return Err(missing("--learner", "is required without --config")),
+        };
+        let config_token = cfg.as_ref().map(|c| c.workers.auth_token.trim().to_string()).filter(|t| !t.is_empty());
+        Ok(Resolved {
+            model,
+            dtype,
+            learner,
+            token: self.token.clone().or(config_token),
+            reward: cfg.map(|c| c.reward).unwrap_or_default(),
+        })
+    }
+
+    pub fn worker_options(&self, resolved: &Resolved) -> WorkerOptions {
         let name = self.name.clone().unwrap_or_else(|| {
             let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
             format!("{host}-{}", std::process::id())
         });
         WorkerOptions {
             client: GrpcClientConfig {
-                url: self.learner.clone(),
-                auth_token: self.token.clone(),
+                url: resolved.learner.clone(),
+                auth_token: resolved.token.clone(),
                 tls_ca: self.tls_ca.clone(),
                 ..Default::default()
             },
@@ -66,10 +119,10 @@ impl RunArgs {
         }
     }
 
-    pub fn status_server(&self) -> GrpcServerConfig {
+    pub fn status_server(&self, resolved: &Resolved) -> GrpcServerConfig {
         GrpcServerConfig {
             bind: self.status_bind,
-            auth_token: self.token.clone(),
+            auth_token: resolved.token.clone(),
             insecure_no_auth: self.insecure_no_auth,
             ..Default::default()
         }
@@ -77,10 +130,15 @@ impl RunArgs {
 }
 
 /// Serves the status endpoint and runs the rollout loop until Ctrl-C.
-pub async fn run<E: RolloutEngine>(args: &RunArgs, engine: E, reward: Arc<dyn RewardFn>) -> anyhow::Result<()> {
-    let opts = args.worker_options();
+pub async fn run<E: RolloutEngine>(
+    args: &RunArgs,
+    resolved: &Resolved,
+    engine: E,
+    reward: Arc<dyn RewardFn>,
+) -> anyhow::Result<()> {
+    let opts = args.worker_options(resolved);
     let status = WorkerStatusHandle::new(&opts.name, &opts.device, &opts.client.url);
-    let server = serve_worker_status(&args.status_server(), status.clone()).await?;
+    let server = serve_worker_status(&args.status_server(resolved), status.clone()).await?;
     tracing::info!(addr = %server.local_addr(), "worker status endpoint listening");
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -1,0 +1,109 @@
+//! Lease phases seen from the training thread: queue prompts with the service, then take the
+//! groups the workers send back, one at a time, until every prompt has its group.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use asrl_common::config::SamplingParams;
+use asrl_common::rollout::{ExperienceGroup, PromptWork};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use super::RunError;
+use crate::service::LearnerHandle;
+
+/// How often a phase that waits on workers says so.
+const WAIT_LOG_EVERY: Duration = Duration::from_secs(30);
+
+pub struct Rollouts {
+    handle: LearnerHandle,
+    groups: Receiver<ExperienceGroup>,
+    stop: Arc<AtomicBool>,
+}
+
+/// One queued phase: the prompts still owed a group.
+pub struct PhaseWait {
+    missing: HashSet<String>,
+    total: usize,
+    started: Instant,
+    last_log: Instant,
+}
+
+impl PhaseWait {
+    pub fn remaining(&self) -> usize {
+        self.missing.len()
+    }
+    pub fn total(&self) -> usize {
+        self.total
+    }
+}
+
+impl Rollouts {
+    pub fn new(handle: LearnerHandle, groups: Receiver<ExperienceGroup>, stop: Arc<AtomicBool>) -> Self {
+        Self { handle, groups, stop }
+    }
+
+    pub fn handle(&self) -> &LearnerHandle {
+        &self.handle
+    }
+
+    /// Queues `prompts` (ids unique) for the workers.
+    pub fn start(&self, prompts: Vec<PromptWork>, sampling: SamplingParams) -> Result<PhaseWait, RunError> {
+        let missing: HashSet<String> = prompts.iter().map(|p| p.prompt_id.clone()).collect();
+        let total = missing.len();
+        // Groups of an earlier, finished phase cannot still be queued: each phase waits for all.
+        while self.groups.try_recv().is_ok() {}
+        self.handle.start_phase(prompts, sampling)?;
+        let now = Instant::now();
+        Ok(PhaseWait { missing, total, started: now, last_log: now })
+    }
+
+    /// The next group of the phase, or `None` once every prompt has one. Waits as long as it
+    /// takes (workers may still be starting), logging who is connected; a stop request ends the
+    /// wait with [`RunError::Interrupted`].
+    pub fn next(&self, wait: &mut PhaseWait) -> Result<Option<ExperienceGroup>, RunError> {
+        while !wait.missing.is_empty() {
+            if self.stop.load(Ordering::Relaxed) {
+                return Err(RunError::Interrupted);
+            }
+            match self.groups.recv_timeout(Duration::from_millis(250)) {
+                Ok(group) => {
+                    if wait.missing.remove(&group.prompt_id) {
+                        return Ok(Some(group));
+                    }
+                    tracing::debug!(prompt_id = %group.prompt_id, "group of another phase ignored");
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if wait.last_log.elapsed() >= WAIT_LOG_EVERY {
+                        wait.last_log = Instant::now();
+                        let workers = self.handle.workers_connected();
+                        let c = self.handle.phase_counters();
+                        tracing::info!(
+                            waited_s = wait.started.elapsed().as_secs(),
+                            done = wait.total - wait.missing.len(),
+                            total = wait.total,
+                            leased = c.leased,
+                            workers = workers.len(),
+                            "waiting for rollout workers{}",
+                            if workers.is_empty() { " (none connected: start one with asrl-rollout-worker run)" } else { "" }
+                        );
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(RunError::Service("the gRPC service stopped".into()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every group of the phase, in arrival order.
+    pub fn collect(&self, mut wait: PhaseWait) -> Result<HashMap<String, ExperienceGroup>, RunError> {
+        let mut out = HashMap::with_capacity(wait.total);
+        while let Some(g) = self.next(&mut wait)? {
+            out.insert(g.prompt_id.clone(), g);
+        }
+        Ok(out)
+    }
+}
