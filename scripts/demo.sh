@@ -1,55 +1,43 @@
 #!/usr/bin/env bash
-# The demo: set-up on a fresh machine, then what asrl-rs can do today on the embedded default
-# model (SmolLM2-135M-Instruct, CPU, f32):
-#   1. writes demo data in the paper's dual-brain format and checks it (counts per type/split),
-#   2. samples one 6-completion group for a demo question and scores it with the paper's rewards,
-#   3. scores a reference response token by token.
-# The full ASRL loop (learner + two workers, 3 epochs) is being built; see docs/STATUS.md.
-# Output goes to runs/demo/ (git-ignored).
+# The demo: set-up on a fresh machine, then ASRL on the embedded default model
+# (SmolLM2-135M-Instruct, CPU, f32) with a learner and two rollout workers, 3 epochs:
+#   1. writes 300 demo examples in the paper's dual-brain format and checks them,
+#   2. starts the demo data generator in live mode (new examples keep arriving during training),
+#   3. runs configs/demo-cpu.toml through scripts/launch.sh: each epoch an SFT phase, then a GRPO
+#      phase whose groups the two workers sample and score, then validation,
+#   4. prints the summary table (format accuracy per epoch) and where the plots are.
+# Outputs: runs/demo-cpu/ (git-ignored). Ctrl-C stops everything; running it again starts over.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 "$root/scripts/setup.sh"
 
 echo "== building (release)"
-cargo build --release -p asrl-learner -p asrl-rollout-worker
+cargo build --release -q -p asrl-learner -p asrl-rollout-worker
 bin="$root/target/release"
-model="$root/assets/SmolLM2-135M-Instruct.Q4_1.gguf"
-out="$root/runs/demo"
-mkdir -p "$out"
+config="$root/configs/demo-cpu.toml"
+run_dir="$root/runs/demo-cpu"
+data="$run_dir/data.jsonl"
+mkdir -p "$run_dir"
 
-echo "== 1. demo data (seed 7, 400 examples) and its check"
-rm -f "$out/data.jsonl"
-"$bin/asrl-learner" data generate --out "$out/data.jsonl" --count 400 --seed 7 >/dev/null
-"$bin/asrl-learner" data check "$out/data.jsonl"
+echo "== 1. demo data: 300 examples (seed 7) and their check"
+rm -f "$data"
+"$bin/asrl-learner" data generate --out "$data" --count 300 --seed 7 >/dev/null
+"$bin/asrl-learner" data check "$data" | head -n 12
 
-question=$(head -n 1 "$out/data.jsonl" | python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["context"].split("User:",1)[-1].strip())')
-echo
-echo "== 2. one GRPO-style group: 6 samples, T 0.7, top-p 0.95, 96 new tokens"
-echo "question: $question"
-start=$(date +%s.%N)
-"$bin/asrl-rollout-worker" generate --model "$model" --prompt "$question" -n 6 --temperature 0.7 \
-  --top-p 0.95 --max-new-tokens 96 --seed 1 --json > "$out/group.json"
-end=$(date +%s.%N)
-python3 - "$out/group.json" "$start" "$end" <<'PY'
-import json, sys
-group = json.load(open(sys.argv[1]))["completions"]
-tokens = sum(len(c["tokens"]) for c in group)
-secs = float(sys.argv[3]) - float(sys.argv[2])
-for i, c in enumerate(group):
-    text = c["text"].replace("\n", " ")
-    print(f"  [{i}] {len(c['tokens']):3d} tok  mean logprob {sum(c['logprobs'])/max(1,len(c['logprobs'])):6.3f}  {text[:90]}")
-print(f"  {tokens} tokens in {secs:.1f}s wall (model load included)")
-PY
+echo "== 2. live data: 900/h more examples (seed 8) appended while training runs"
+"$bin/asrl-learner" data generate --out "$data" --seed 8 --append --live --rate 900/h \
+  >"$run_dir/live-generator.log" 2>&1 &
+generator=$!
+trap 'kill $generator 2>/dev/null || true' EXIT
 
+echo "== 3. ASRL: learner + 2 CPU workers, 3 epochs"
+start=$(date +%s)
+status=0
+"$root/scripts/launch.sh" --config "$config" --bin "$bin" -- --fresh || status=$?
+kill "$generator" 2>/dev/null || true
 echo
-echo "== 3. per-token log-probs of a reference response"
-"$bin/asrl-learner" score --model "$model" --text "The capital of France is Paris." --json > "$out/score.json"
-python3 - "$out/score.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-lp = [x for x in r["logprobs"] if x is not None]
-print(f"  {len(r['tokens'])} tokens, total log-prob {sum(lp):.3f}")
-PY
-echo
-echo "demo done; outputs in $out"
+echo "== demo took $(( $(date +%s) - start )) s of training; outputs in $run_dir"
+echo "   plots: $run_dir/plots/format_accuracy.png (and .svg), reward_mean, val_loss"
+echo "   adapters (PEFT): $run_dir/final-adapter, $run_dir/best-adapter"
+exit "$status"

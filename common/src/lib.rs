@@ -18,5 +18,6 @@ pub mod model;
 pub mod reward;
 pub mod telemetry;
 pub mod rollout;
+pub mod shutdown;
 pub mod tokenizer;
 pub mod transport;

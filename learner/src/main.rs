@@ -18,6 +18,8 @@ enum Command {
     /// Run ASRL (or a baseline schedule) from a config: serve rollout workers, train, evaluate,
     /// checkpoint, plot. Resumes from the run directory's last checkpoint.
     Train(cli::train::TrainArgs),
+    /// Print a config with every default filled in (or one field with --get).
+    Config(cli::config::ConfigArgs),
     /// Per-token log-probabilities of a text under the model (and adapter).
     Score(cli::score::ScoreArgs),
     /// Inspect a dataset or write demo data.
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Train(args) => cli::train::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Config(args) => cli::config::run(args).map(|()| ExitCode::SUCCESS),
         Command::Score(args) => cli::score::run(args).map(|()| ExitCode::SUCCESS),
         Command::Data(command) => cli::data::run(command),
         Command::Plot(args) => cli::plot::run(args).map(|()| ExitCode::SUCCESS),

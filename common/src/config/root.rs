@@ -271,6 +271,20 @@ mod tests {
     }
 
     #[test]
+    fn trainer_and_lease_settings_derive_from_one_place() {
+        let cfg = parse("[run]\ndir = \"out\"\n[grpo]\nmax_staleness = 7\n[checkpoint]\ndir = \"ck\"\n").unwrap();
+        let t = cfg.train_config();
+        assert_eq!(t.checkpoint.dir, Path::new("out/ck"));
+        assert_eq!(cfg.lease_config().max_staleness, 7);
+        let abs = parse("[checkpoint]\ndir = \"/abs/ck\"\n").unwrap();
+        assert_eq!(abs.train_config().checkpoint.dir, Path::new("/abs/ck"));
+        let msg = parse("[grpo]\ngroups_per_step = 0\n").unwrap_err().to_string();
+        assert!(msg.contains("grpo.groups_per_step"), "{msg}");
+        let msg = parse("[data]\ntrain_fraction = 0.95\n").unwrap_err().to_string();
+        assert!(msg.contains("data.train_fraction"), "{msg}");
+    }
+
+    #[test]
     fn serialised_config_round_trips() {
         let mut cfg = AsrlConfig::default();
         cfg.schedule.kind = ScheduleKind::Sequential;
@@ -287,11 +301,15 @@ mod tests {
         assert_eq!(paper.schedule.patience, 3);
         assert_eq!(paper.lora.r, 32);
         assert_eq!(paper.sampling.n, 6);
+        assert_eq!(paper.optimizer.lr, 1e-6);
+        assert_eq!(paper.sft.grad_accum_steps, 16);
+        assert_eq!(paper.reward, crate::config::RewardConfig::default());
         let demo = AsrlConfig::load(&root.join("demo-cpu.toml")).unwrap();
         assert_eq!(demo.model.path, Path::new("assets/SmolLM2-135M-Instruct.Q4_1.gguf"));
         assert_eq!(demo.workers.devices.len(), 2);
         assert!(demo.sampling.max_new_tokens <= 96);
         assert_eq!(demo.schedule.epochs, 3);
-        assert_eq!(demo.schedule.sft_examples_per_epoch, 64);
+        assert!(demo.data.path.is_some());
+        assert_eq!(demo.train_config().checkpoint.dir, Path::new("runs/demo-cpu/checkpoints"));
     }
 }

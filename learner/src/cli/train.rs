@@ -165,12 +165,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         tokio::pin!(done_rx);
         tokio::select! {
             r = &mut done_rx => r,
-            _ = tokio::signal::ctrl_c() => {
+            _ = asrl_common::shutdown::stop_requested() => {
                 eprintln!("interrupted: stopping at the next safe point (Ctrl-C again to quit now)");
                 stop.store(true, Ordering::Relaxed);
                 tokio::select! {
                     r = &mut done_rx => r,
-                    _ = tokio::signal::ctrl_c() => std::process::exit(130),
+                    _ = asrl_common::shutdown::stop_requested() => std::process::exit(130),
                 }
             }
         }

@@ -142,10 +142,9 @@ pub async fn run<E: RolloutEngine>(
     tracing::info!(addr = %server.local_addr(), "worker status endpoint listening");
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::info!("interrupted; stopping after the current call");
-            let _ = tx.send(true);
-        }
+        asrl_common::shutdown::stop_requested().await;
+        tracing::info!("interrupted; stopping after the current call");
+        let _ = tx.send(true);
     });
     let result = run_worker(opts, engine, reward, status, rx).await;
     server.shutdown().await?;
