@@ -8,14 +8,14 @@
 #   scripts/paper-experiment.sh [--config FILE] [--epochs N] [--inject K] [--out DIR]
 #                               [--schedules "asrl sft grpo sequential ares"]
 #
-# Defaults: configs/demo-cpu.toml (SmolLM2-135M on CPU, two workers), 6 epochs, injection during
+# Defaults: configs/paper-cpu.toml (SmolLM2-135M on CPU, two workers), 4 epochs, injection during
 # epoch 3, outputs in runs/paper/<schedule>/ and the report in runs/paper/table1.txt.
 # Each schedule gets its own copy of the data (the injection grows it) and its own port.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-config="$root/configs/demo-cpu.toml" epochs=6 inject=3 out="$root/runs/paper"
+config="$root/configs/paper-cpu.toml" epochs=4 inject=3 out="$root/runs/paper"
 schedules="asrl sft grpo sequential ares"
 while [[ $# -gt 0 ]]; do
   case "$1" in

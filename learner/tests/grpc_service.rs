@@ -118,38 +118,10 @@ fn submission(worker_id: u64, lease: &pb::Lease) -> pb::SubmitGroupsRequest {
 
 #[tokio::test]
 async fn reflection_lists_services_on_v1_and_v1alpha() {
-    use tokio_stream::StreamExt;
     let l = start(None, leases(60_000), 1).await;
     let channel = transport::connect(&l.client_cfg(None)).await.unwrap();
 
-    use tonic_reflection::pb::v1 as r1;
-    let mut c1 = r1::server_reflection_client::ServerReflectionClient::new(channel.clone());
-    let req = r1::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(r1::server_reflection_request::MessageRequest::ListServices(String::new())),
-    };
-    let mut resp = c1.server_reflection_info(tokio_stream::iter([req])).await.unwrap().into_inner();
-    let Some(r1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        resp.next().await.unwrap().unwrap().message_response
-    else {
-        panic!("v1: not a list response")
-    };
-    let v1_names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-
-    use tonic_reflection::pb::v1alpha as ra;
-    let mut ca = ra::server_reflection_client::ServerReflectionClient::new(channel);
-    let req = ra::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(ra::server_reflection_request::MessageRequest::ListServices(String::new())),
-    };
-    let mut resp = ca.server_reflection_info(tokio_stream::iter([req])).await.unwrap().into_inner();
-    let Some(ra::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        resp.next().await.unwrap().unwrap().message_response
-    else {
-        panic!("v1alpha: not a list response")
-    };
-    let va_names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-
+    let (v1_names, va_names) = asrl_tests::reflection_services(channel).await;
     for names in [&v1_names, &va_names] {
         for want in ["asrl.v1.Learner", "grpc.health.v1.Health"] {
             assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");

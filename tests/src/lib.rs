@@ -125,3 +125,32 @@ impl Drop for KillOnDrop {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
+
+/// Service names listed by a server's reflection, over (v1, v1alpha).
+pub async fn reflection_services(channel: tonic::transport::Channel) -> (Vec<String>, Vec<String>) {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let mut c1 = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let req = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = c1.server_reflection_info(tokio_stream::iter([req])).await.expect("v1 reflection call").into_inner();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        stream.message().await.expect("v1 reflection reply").and_then(|m| m.message_response)
+    else {
+        panic!("v1 reflection did not list services")
+    };
+    let v1_names = list.service.into_iter().map(|s| s.name).collect();
+    let mut ca = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let req = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = ca.server_reflection_info(tokio_stream::iter([req])).await.expect("v1alpha reflection call").into_inner();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        stream.message().await.expect("v1alpha reflection reply").and_then(|m| m.message_response)
+    else {
+        panic!("v1alpha reflection did not list services")
+    };
+    (v1_names, list.service.into_iter().map(|s| s.name).collect())
+}

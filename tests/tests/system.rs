@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use asrl_proto::v1 as pb;
 use asrl_proto::v1::learner_client::LearnerClient;
-use asrl_tests::{binary, fixture, free_port, grpcurl, KillOnDrop};
+use asrl_tests::{binary, fixture, free_port, grpcurl, reflection_services, KillOnDrop};
 use tonic::transport::Channel;
 
 /// A run config for the tiny model; `extra` is appended (later keys of a table must not repeat).
@@ -165,35 +165,6 @@ async fn watch(
     }
 }
 
-async fn reflection_lists(addr: &str) -> (Vec<String>, Vec<String>) {
-    use tonic_reflection::pb::{v1, v1alpha};
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-    let mut c1 = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
-    let req = v1::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
-    };
-    let mut stream = c1.server_reflection_info(tokio_stream::iter([req])).await.unwrap().into_inner();
-    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        stream.message().await.unwrap().unwrap().message_response
-    else {
-        panic!("v1 reflection did not list services")
-    };
-    let a: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    let mut ca = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
-    let req = v1alpha::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
-    };
-    let mut stream = ca.server_reflection_info(tokio_stream::iter([req])).await.unwrap().into_inner();
-    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        stream.message().await.unwrap().unwrap().message_response
-    else {
-        panic!("v1alpha reflection did not list services")
-    };
-    (a, list.service.into_iter().map(|s| s.name).collect())
-}
-
 fn metrics_lines(run: &Path, file: &str) -> Vec<serde_json::Value> {
     std::fs::read_to_string(run.join(file))
         .unwrap()
@@ -221,7 +192,8 @@ async fn asrl_through_learner_and_two_worker_processes_survives_a_learner_restar
     let _wb = worker(dir, &config, &addr, "worker-b");
 
     // Reflection, through the Rust client on both protocol versions and through grpcurl.
-    let (v1, v1alpha) = reflection_lists(&addr).await;
+    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let (v1, v1alpha) = reflection_services(channel).await;
     for list in [&v1, &v1alpha] {
         assert!(list.iter().any(|s| s == "asrl.v1.Learner"), "{list:?}");
         assert!(list.iter().any(|s| s == "grpc.health.v1.Health"), "{list:?}");
@@ -299,7 +271,9 @@ async fn asrl_through_learner_and_two_worker_processes_survives_a_learner_restar
 }
 
 /// A worker SIGKILLed while it holds a lease: after the lease deadline its prompts go to the
-/// other worker, and the phase completes with every group counted once.
+/// other worker, and the phase completes with every group counted once. The run is the `grpo`
+/// schedule (no SFT phase at all) with early stopping on format accuracy and patience 1: a random
+/// model never improves on its first epoch's 0%, so the run stops after epoch 2 of 5.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_lease_is_re_leased_and_every_group_counted_once() {
     let tmp = tempfile::tempdir().unwrap();
@@ -310,11 +284,13 @@ async fn a_worker_killed_mid_lease_is_re_leased_and_every_group_counted_once() {
     let config = write_config(
         dir,
         &addr,
-        1,
+        5,
         "grpo",
         160,
         "[leases]\nprompts_per_lease = 2\nlease_timeout_ms = 1500\nheartbeat_interval_ms = 200\nno_work_retry_ms = 50\n",
     );
+    let text = std::fs::read_to_string(&config).unwrap().replace("kind = \"grpo\"", "kind = \"grpo\"\npatience = 1\nmonitor = \"format_accuracy\"");
+    std::fs::write(&config, text).unwrap();
     let mut l = learner(dir, &config, "learner.log");
     let mut client = connect(&addr, &mut l, dir, "learner.log").await;
     let mut doomed = worker(dir, &config, &addr, "doomed");
@@ -328,10 +304,20 @@ async fn a_worker_killed_mid_lease_is_re_leased_and_every_group_counted_once() {
 
     assert!(seen.expired_leases >= 1, "the killed worker's lease never expired: {seen:?}");
     assert!(seen.groups_by_worker.get("survivor").copied().unwrap_or(0) > 0, "{seen:?}");
-    // The trainer saw exactly one group of n=3 completions per question.
-    let grpo_phase = metrics_lines(&dir.join("run"), "trainer.jsonl")
+    // The trainer saw exactly one group of n=3 completions per question, every phase.
+    let grpo_phases: Vec<_> = metrics_lines(&dir.join("run"), "trainer.jsonl")
         .into_iter()
-        .find(|r| r["kind"] == "phase" && r["phase"] == "grpo")
-        .expect("a GRPO phase record");
-    assert_eq!(grpo_phase["completions"], 4 * 3, "{grpo_phase}");
+        .filter(|r| r["kind"] == "phase" && r["phase"] == "grpo")
+        .collect();
+    assert_eq!(grpo_phases.len(), 2, "{grpo_phases:?}");
+    for p in &grpo_phases {
+        assert_eq!(p["completions"], 4 * 3, "{p}");
+    }
+    // `grpo` never runs SFT; early stopping ended the run after epoch 2.
+    let records = metrics_lines(&dir.join("run"), "metrics.jsonl");
+    assert!(!records.iter().any(|r| r["phase"] == "sft"), "an SFT record in a grpo run");
+    let epochs: Vec<u64> = records.iter().filter(|r| r["kind"] == "epoch").map(|r| r["epoch"].as_u64().unwrap()).collect();
+    assert_eq!(epochs, vec![1, 2]);
+    assert!(records.iter().filter(|r| r["kind"] == "epoch").all(|r| r["phases"] == "grpo"));
+    assert!(log_of(dir, "learner.log").contains("early stopping"), "{}", log_of(dir, "learner.log"));
 }

@@ -331,18 +331,7 @@ impl<P: Policy> Trainer<P> {
         if kept.is_empty() {
             return Ok(None);
         }
-        let seq = kept.iter().map(|e| e.tokens.len()).max().unwrap_or(0);
-        let mut ids = Vec::with_capacity(kept.len() * seq);
-        let mut mask = Vec::with_capacity(kept.len() * seq);
-        for ex in &kept {
-            ids.extend_from_slice(&ex.tokens);
-            ids.extend(std::iter::repeat_n(0u32, seq - ex.tokens.len()));
-            mask.extend(ex.label_mask.iter().map(|&m| if m { 1f32 } else { 0f32 }));
-            mask.extend(std::iter::repeat_n(0f32, seq - ex.tokens.len()));
-        }
-        let dev = self.policy.device().clone();
-        let ids = Tensor::from_vec(ids, (kept.len(), seq), &dev)?;
-        let mask = Tensor::from_vec(mask, (kept.len(), seq), &dev)?;
+        let (ids, mask) = right_padded(&kept, self.policy.device())?;
         let logits = self.policy.logits(&ids, true)?;
         let loss = sft_loss(&logits, &ids, &mask)?;
         let nll = f64::from(loss.nll_sum.to_scalar::<f32>()?);
@@ -379,18 +368,7 @@ impl<P: Policy> Trainer<P> {
             for ex in batch {
                 check_token_ids(&ex.tokens, vocab, || format!("validation batch {bi}"))?;
             }
-            let seq = batch.iter().map(|e| e.tokens.len()).max().unwrap_or(0);
-            let mut ids = Vec::with_capacity(batch.len() * seq);
-            let mut mask = Vec::with_capacity(batch.len() * seq);
-            for ex in batch {
-                ids.extend_from_slice(&ex.tokens);
-                ids.extend(std::iter::repeat_n(0u32, seq - ex.tokens.len()));
-                mask.extend(ex.label_mask.iter().map(|&m| if m { 1f32 } else { 0f32 }));
-                mask.extend(std::iter::repeat_n(0f32, seq - ex.tokens.len()));
-            }
-            let dev = self.policy.device().clone();
-            let ids = Tensor::from_vec(ids, (batch.len(), seq), &dev)?;
-            let mask = Tensor::from_vec(mask, (batch.len(), seq), &dev)?;
+            let (ids, mask) = right_padded(batch, self.policy.device())?;
             let logits = self.policy.logits(&ids, true)?.detach();
             let loss = sft_loss(&logits, &ids, &mask)?;
             nll += f64::from(loss.nll_sum.to_scalar::<f32>()?);
@@ -705,6 +683,24 @@ impl<P: Policy> Trainer<P> {
         let every = self.cfg.checkpoint.every_steps;
         every > 0 && self.state.global_step > 0 && self.state.global_step % every == 0 && self.accum.is_empty()
     }
+}
+
+/// Token ids (batch, seq) u32 and label mask (batch, seq) f32 of `examples`, right-padded with id 0
+/// and mask 0 to the longest one.
+fn right_padded(examples: &[&SftExample], device: &candle_core::Device) -> Result<(Tensor, Tensor), TrainError> {
+    let seq = examples.iter().map(|e| e.tokens.len()).max().unwrap_or(0);
+    let mut ids = Vec::with_capacity(examples.len() * seq);
+    let mut mask = Vec::with_capacity(examples.len() * seq);
+    for ex in examples {
+        ids.extend_from_slice(&ex.tokens);
+        ids.extend(std::iter::repeat_n(0u32, seq - ex.tokens.len()));
+        mask.extend(ex.label_mask.iter().map(|&m| if m { 1f32 } else { 0f32 }));
+        mask.extend(std::iter::repeat_n(0f32, seq - ex.tokens.len()));
+    }
+    Ok((
+        Tensor::from_vec(ids, (examples.len(), seq), device)?,
+        Tensor::from_vec(mask, (examples.len(), seq), device)?,
+    ))
 }
 
 /// Rejects ids outside the vocabulary with the example that holds them.
