@@ -24,6 +24,8 @@ pub struct PromptWork {
     pub prompt_text: String,
     pub ground_truth: String,
     pub kind: ExampleKind,
+    /// The dataset's `type` field ("" when unknown): per-type reward components filter on it.
+    pub example_type: String,
 }
 
 /// Why generation of one completion stopped (the sampler's own type).

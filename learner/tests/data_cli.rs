@@ -275,9 +275,10 @@ fn live_appends_survive_sigkill_right_after_acknowledgement() {
         restricted.to_str().unwrap(),
         "--live",
         "--rate",
-        "50/s",
+        "20/s",
+        // Long enough for several lines even on a loaded 2-core machine (0.2 s once gave one).
         "--duration",
-        "0.2s",
+        "1s",
         "--pattern",
         "dates",
     ]);

@@ -61,6 +61,7 @@ fn prompts(n: usize) -> Vec<PromptWork> {
             prompt_text: format!("prompt {i}"),
             ground_truth: "4".into(),
             kind: ExampleKind::Verifiable,
+            example_type: String::new(),
         })
         .collect()
 }

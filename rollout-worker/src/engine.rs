@@ -87,6 +87,7 @@ mod tests {
             prompt_text: "Hello, world".into(),
             ground_truth: String::new(),
             kind: ExampleKind::Open,
+            example_type: String::new(),
         };
         let params = SamplingParams { n: 3, temperature: 0.0, top_p: 1.0, max_new_tokens: 6, seed: 1 };
         let base = engine.generate_group(&prompt, &params).unwrap();

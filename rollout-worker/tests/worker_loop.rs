@@ -69,6 +69,7 @@ fn prompts(n: usize) -> Vec<PromptWork> {
             prompt_text: format!("question {i}"),
             ground_truth: i.to_string(),
             kind: ExampleKind::Verifiable,
+            example_type: String::new(),
         })
         .collect()
 }

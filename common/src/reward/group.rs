@@ -10,10 +10,11 @@ impl rollout::RewardFn for RewardScorer {
         prompt: &PromptWork,
         completions: &[GeneratedCompletion],
     ) -> Result<Vec<RewardScores>, rollout::RewardError> {
-        // The lease carries whether the answer is checkable, not the dataset's free-form type.
-        let example_type = match prompt.kind {
-            ExampleKind::Verifiable => "verifiable",
-            ExampleKind::Open => "open",
+        // The dataset's type when the learner sent it; else whether the answer is checkable.
+        let example_type = match (prompt.example_type.as_str(), prompt.kind) {
+            ("", ExampleKind::Verifiable) => "verifiable",
+            ("", ExampleKind::Open) => "open",
+            (t, _) => t,
         };
         completions
             .iter()
@@ -51,6 +52,7 @@ mod tests {
             prompt_text: "User: 2+2?".into(),
             ground_truth: "4".into(),
             kind: ExampleKind::Verifiable,
+            example_type: String::new(),
         };
         let good = "<|thinking|>\n[LOGIC]2+2=4[/LOGIC]\n[INTUITION]small sums[/INTUITION]\n<|/thinking|>\n4";
         let scores = rollout::RewardFn::score(&scorer, &prompt, &[completion(good), completion("5")]).unwrap();
@@ -58,5 +60,25 @@ mod tests {
         assert!((scores[0].total - 1.0).abs() < 1e-9, "{:?}", scores[0]);
         assert!(scores[1].total < 0.0, "{:?}", scores[1]);
         assert!(scores[0].components.iter().any(|(name, _)| name == "format"), "{:?}", scores[0]);
+    }
+
+    #[test]
+    fn per_type_components_see_the_dataset_type_from_the_lease() {
+        let cfg: RewardConfig = toml::from_str(
+            "[[components]]\nname = \"format\"\ntypes = [\"simple_qa\"]\nparams = { mode = \"strict\" }\n",
+        )
+        .unwrap();
+        let scorer = RewardScorer::from_config(&cfg).unwrap();
+        let prompt = |ty: &str| PromptWork {
+            prompt_id: "p".into(),
+            prompt_tokens: Arc::from(vec![1u32]),
+            prompt_text: "User: 2+2?".into(),
+            ground_truth: "4".into(),
+            kind: ExampleKind::Verifiable,
+            example_type: ty.into(),
+        };
+        let score = |ty: &str| rollout::RewardFn::score(&scorer, &prompt(ty), &[completion("4")]).unwrap()[0].total;
+        assert_eq!(score("simple_qa"), -1.0, "the format component applies to its type");
+        assert_eq!(score("multi_turn"), 0.0, "and scores 0 elsewhere");
     }
 }

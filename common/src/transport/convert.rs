@@ -64,6 +64,7 @@ pub fn prompt_to_wire(p: &PromptWork) -> pb::PromptItem {
         prompt_text: p.prompt_text.clone(),
         ground_truth: p.ground_truth.clone(),
         example_type: example_kind_to_wire(p.kind) as i32,
+        dataset_type: p.example_type.clone(),
     }
 }
 
@@ -80,6 +81,7 @@ pub fn prompt_from_wire(p: pb::PromptItem, field: &str) -> Result<PromptWork, Wi
         prompt_tokens: Arc::from(p.prompt_token_ids),
         prompt_text: p.prompt_text,
         ground_truth: p.ground_truth,
+        example_type: p.dataset_type,
     })
 }
 
@@ -138,6 +140,7 @@ mod tests {
             prompt_text: "hi".into(),
             ground_truth: "42".into(),
             kind: ExampleKind::Verifiable,
+            example_type: String::new(),
         };
         assert_eq!(prompt_from_wire(prompt_to_wire(&p), "prompts[0]").unwrap(), p);
         let s = SamplingParams::default();
@@ -152,6 +155,7 @@ mod tests {
             prompt_text: String::new(),
             ground_truth: String::new(),
             kind: ExampleKind::Open,
+            example_type: String::new(),
         });
         w.example_type = 0;
         assert_eq!(prompt_from_wire(w, "prompts[3]").unwrap_err().field, "prompts[3].example_type");

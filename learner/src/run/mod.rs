@@ -607,6 +607,7 @@ impl EpochLoop {
                     prompt_text,
                     ground_truth: ex.answer.clone(),
                     kind: if ex.answer.trim().is_empty() { ExampleKind::Open } else { ExampleKind::Verifiable },
+                    example_type: ex.example_type.clone(),
                 })
             })
             .collect()

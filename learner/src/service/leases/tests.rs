@@ -12,6 +12,7 @@ fn prompts(n: usize) -> Vec<PromptWork> {
             prompt_text: format!("prompt {i}"),
             ground_truth: String::new(),
             kind: ExampleKind::Open,
+            example_type: String::new(),
         })
         .collect()
 }
