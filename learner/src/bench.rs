@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use asrl_common::config::{GrpcClientConfig, GrpcServerConfig, LeaseConfig};
-use asrl_common::transport::{self, fetch_adapter};
+use asrl_common::transport::{self, fetch_adapter_into, recycle_buffer};
 use asrl_proto::v1::RegisterRequest;
 
 use crate::service::{new_learner, serve_learner, ServiceOptions};
@@ -57,16 +57,20 @@ pub fn synthetic_adapter(
 pub struct PushReport {
     pub payload_bytes: usize,
     pub params: usize,
-    /// Every timed download, in order (the first includes nothing but the download itself:
-    /// the channel is connected and the worker registered beforehand).
+    /// Every timed push, in order: request, chunk stream, reassembly into one buffer and
+    /// checksum verification, ending with the verified payload in worker memory. The channel is
+    /// connected and the worker registered beforehand. The first push reassembles into fresh
+    /// memory, later ones into the previous push's buffer, as the worker does.
     pub times: Vec<Duration>,
+    /// After each push, untimed above: parsing the payload into CPU candle tensors, the first
+    /// step of the worker's `load_adapter` (the merge into base weights that follows is not
+    /// transport and is not measured here).
+    pub parse_times: Vec<Duration>,
 }
 
 impl PushReport {
     pub fn median(&self) -> Duration {
-        let mut t = self.times.clone();
-        t.sort();
-        t[t.len() / 2]
+        median(&self.times)
     }
     pub fn min(&self) -> Duration {
         self.times.iter().copied().min().unwrap_or_default()
@@ -74,6 +78,16 @@ impl PushReport {
     pub fn max(&self) -> Duration {
         self.times.iter().copied().max().unwrap_or_default()
     }
+    pub fn parse_median(&self) -> Duration {
+        median(&self.parse_times)
+    }
+}
+
+/// Upper median (the middle value for odd counts); zero for no values.
+pub fn median(times: &[Duration]) -> Duration {
+    let mut t = times.to_vec();
+    t.sort();
+    t.get(t.len() / 2).copied().unwrap_or_default()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +102,8 @@ pub enum BenchError {
     Register(#[from] tonic::Status),
     #[error("publishing: {0}")]
     Publish(#[from] crate::service::ServiceError),
+    #[error("parsing the downloaded safetensors: {0}")]
+    Parse(#[from] candle_core::Error),
     #[error("downloaded payload differs from the published one")]
     Mismatch,
     #[error("iterations must be at least 1")]
@@ -118,15 +134,44 @@ pub async fn run_adapter_push(payload: Vec<u8>, params: usize, iterations: usize
         .await?
         .into_inner()
         .worker_id;
+    let expected_tensors = safetensors::SafeTensors::deserialize(&expected.bytes)?.len();
     let mut times = Vec::with_capacity(iterations);
+    let mut parse_times = Vec::with_capacity(iterations);
+    // Like the worker: each download reuses the previous one's buffer (the first gets fresh memory).
+    let mut buf = Vec::new();
     for _ in 0..iterations {
         let t0 = Instant::now();
-        let got = fetch_adapter(&mut client, worker_id, 1, Duration::from_secs(60)).await?;
+        let got = fetch_adapter_into(&mut client, worker_id, 1, Duration::from_secs(60), buf).await?;
         times.push(t0.elapsed());
-        if got.sha256 != expected.sha256 || got.bytes.len() != payload_bytes {
+        if got.checksum != expected.checksum || got.bytes != expected.bytes {
             return Err(BenchError::Mismatch);
         }
+        let t1 = Instant::now();
+        let tensors = candle_core::safetensors::load_buffer(&got.bytes, &candle_core::Device::Cpu)?;
+        parse_times.push(t1.elapsed());
+        if tensors.len() != expected_tensors {
+            return Err(BenchError::Mismatch);
+        }
+        drop(tensors);
+        buf = recycle_buffer(got.bytes);
     }
     server.shutdown().await?;
-    Ok(PushReport { payload_bytes, params, times })
+    Ok(PushReport { payload_bytes, params, times, parse_times })
+}
+
+/// Reference costs on this machine for the same payload, median of `runs`: copying it into
+/// freshly allocated memory (what reassembly must do at least once) and checksumming it.
+pub fn memory_floor(payload: &[u8], runs: usize) -> (Duration, Duration) {
+    let mut copy = Vec::with_capacity(runs);
+    let mut hash = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        let v = std::hint::black_box(payload.to_vec());
+        copy.push(t.elapsed());
+        drop(v);
+        let t = Instant::now();
+        std::hint::black_box(transport::adapter::checksum(std::hint::black_box(payload)));
+        hash.push(t.elapsed());
+    }
+    (median(&copy), median(&hash))
 }

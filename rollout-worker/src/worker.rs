@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use asrl_common::config::{GrpcClientConfig, SamplingParams};
 use asrl_common::rollout::{GeneratedCompletion, PromptWork, RewardFn, RewardScores};
 use asrl_common::transport::convert::{completion_to_wire, prompt_from_wire, sampling_from_wire};
-use asrl_common::transport::{self, fetch_adapter, with_deadline, AuthChannel, Backoff, FetchError};
+use asrl_common::transport::{self, fetch_adapter_into, recycle_buffer, with_deadline, AuthChannel, Backoff, FetchError};
 use asrl_proto::v1 as pb;
 use asrl_proto::v1::learner_client::LearnerClient;
 use tokio::sync::watch;
@@ -82,6 +82,9 @@ struct Loop<E: RolloutEngine> {
     reward: Arc<dyn RewardFn>,
     status: WorkerStatusHandle,
     loaded_version: u64,
+    /// The last adapter's receive buffer, reused for the next download (its pages are already
+    /// mapped: ~20-40 ms less per 80 MB adapter than fresh memory).
+    adapter_buf: Vec<u8>,
 }
 
 /// Runs until `shutdown` turns true (or its sender is dropped), or a fatal error.
@@ -93,7 +96,7 @@ pub async fn run_worker<E: RolloutEngine>(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), WorkerError> {
     let mut backoff = Backoff::from_config(&opts.client);
-    let mut this = Loop { opts, engine: Some(engine), reward, status, loaded_version: 0 };
+    let mut this = Loop { opts, engine: Some(engine), reward, status, loaded_version: 0, adapter_buf: Vec::new() };
     loop {
         if *shutdown.borrow() {
             return Ok(());
@@ -218,7 +221,8 @@ impl<E: RolloutEngine> Loop<E> {
         if lease.adapter_version != self.loaded_version {
             self.status.set_state("fetching-adapter");
             let deadline = Duration::from_millis(self.opts.client.adapter_fetch_timeout_ms);
-            let payload = match fetch_adapter(client, worker_id, lease.adapter_version, deadline).await {
+            let buf = std::mem::take(&mut self.adapter_buf);
+            let payload = match fetch_adapter_into(client, worker_id, lease.adapter_version, deadline, buf).await {
                 Ok(p) => p,
                 Err(FetchError::Rpc(s)) => match classify("FetchAdapter", s) {
                     Some(end) => return Err(end),
@@ -230,9 +234,14 @@ impl<E: RolloutEngine> Loop<E> {
                 }
             };
             let version = payload.version;
-            self.with_engine(move |engine| engine.load_adapter(version, &payload.bytes).map_err(WorkerError::Engine))
+            let bytes = self
+                .with_engine(move |engine| {
+                    engine.load_adapter(version, &payload.bytes).map_err(WorkerError::Engine)?;
+                    Ok(payload.bytes)
+                })
                 .await
                 .map_err(SessionEnd::Fatal)?;
+            self.adapter_buf = recycle_buffer(bytes);
             self.loaded_version = version;
             self.status.lock().adapter_version = version;
             tracing::info!(version, "adapter loaded");

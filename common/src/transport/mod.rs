@@ -18,7 +18,10 @@ pub mod server;
 
 use std::net::SocketAddr;
 
-pub use adapter::{fetch_adapter, AdapterAssembler, AdapterPayload, AdapterTransferError, FetchError};
+pub use adapter::{
+    fetch_adapter, fetch_adapter_into, recycle_buffer, AdapterAssembler, AdapterPayload, AdapterTransferError,
+    FetchError,
+};
 pub use auth::{AuthCheck, AuthInterceptor};
 pub use client::{
     connect, connect_with_backoff, is_transient, learner_client, retry_transient, with_deadline, worker_client,
