@@ -61,5 +61,9 @@ fn run(args: cli::RunArgs) -> anyhow::Result<()> {
     let engine = ModelEngine::new(loaded);
     let rewards = RewardScorer::from_config(&resolved.reward)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-    runtime.block_on(cli::run::run(&args, &resolved, engine, Arc::new(rewards)))
+    let result = runtime.block_on(cli::run::run(&args, &resolved, engine, Arc::new(rewards)));
+    // A group still being sampled on the blocking pool is abandoned (its lease expires on the
+    // learner) instead of holding the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
 }

@@ -78,6 +78,17 @@ fn processes_with(needle: &str) -> Vec<String> {
         .collect()
 }
 
+/// The tails of the run's logs, for failure messages.
+fn logs(dir: &Path) -> String {
+    let mut out = String::new();
+    for name in ["learner.log", "worker-0.log", "worker-1.log"] {
+        let text = std::fs::read_to_string(dir.join("run/logs").join(name)).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(15).collect();
+        out.push_str(&format!("--- {name}\n{}\n", tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
+    }
+    out
+}
+
 #[test]
 fn launch_runs_a_learner_and_a_worker_per_device_to_the_summary() {
     let tmp = tempfile::tempdir().unwrap();
@@ -119,13 +130,18 @@ fn ctrl_c_stops_the_learner_and_every_worker() {
         if let Some(s) = child.try_wait() {
             break s;
         }
-        assert!(Instant::now() < deadline, "launch.sh still running 60 s after Ctrl-C");
+        assert!(
+            Instant::now() < deadline,
+            "launch.sh still running 60 s after Ctrl-C; running: {:?}\n{}",
+            processes_with(&needle),
+            logs(tmp.path())
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(exit.code(), Some(130));
     let deadline = Instant::now() + Duration::from_secs(30);
     while !processes_with(&needle).is_empty() {
-        assert!(Instant::now() < deadline, "still running after Ctrl-C: {:?}", processes_with(&needle));
+        assert!(Instant::now() < deadline, "still running after Ctrl-C: {:?}\n{}", processes_with(&needle), logs(tmp.path()));
         std::thread::sleep(Duration::from_millis(200));
     }
 }

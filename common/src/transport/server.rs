@@ -62,6 +62,24 @@ impl RunningServer {
         }
     }
 
+    /// Graceful stop that gives up after `grace`: open client connections (a worker that is
+    /// itself stopping, a stuck peer) must not keep a stopping process alive.
+    pub async fn shutdown_within(mut self, grace: std::time::Duration) -> Result<(), TransportError> {
+        self.mark_not_serving().await;
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match tokio::time::timeout(grace, &mut self.task).await {
+            Ok(Ok(r)) => r.map_err(TransportError::Serve),
+            Ok(Err(e)) => Err(TransportError::Config(format!("server task failed: {e}"))),
+            Err(_) => {
+                tracing::warn!(grace_ms = grace.as_millis() as u64, "connections still open at shutdown; closing them");
+                self.task.abort();
+                Ok(())
+            }
+        }
+    }
+
     /// Stops at once, dropping in-flight calls (tests simulate a crashed process with it).
     pub fn abort(self) {
         self.task.abort();

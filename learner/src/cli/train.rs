@@ -175,7 +175,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             }
         }
     });
-    let _ = runtime.block_on(server.shutdown());
+    let _ = runtime.block_on(server.shutdown_within(std::time::Duration::from_secs(5)));
     let result = result.context("the training thread ended without a result")?;
     match result {
         Ok(summary) => {

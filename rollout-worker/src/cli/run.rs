@@ -147,6 +147,6 @@ pub async fn run<E: RolloutEngine>(
         let _ = tx.send(true);
     });
     let result = run_worker(opts, engine, reward, status, rx).await;
-    server.shutdown().await?;
+    server.shutdown_within(std::time::Duration::from_secs(5)).await?;
     Ok(result?)
 }
