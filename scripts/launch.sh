@@ -13,7 +13,7 @@
 #               built if missing)
 #   after --     extra arguments for `asrl-learner train` (e.g. --fresh, --epochs 5, --run-dir D)
 #
-# Ctrl-C stops the learner at a safe point (run the same command again to resume from its last
+# Ctrl-C (or SIGTERM) stops the learner at a safe point (run the same command again to resume from its last
 # checkpoint) and the workers after their current call.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
