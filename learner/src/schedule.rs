@@ -184,12 +184,20 @@ impl Schedule {
 }
 
 /// Whether `value` beats `best` by more than `min_delta`; the first finite value always does.
+/// Differences within float rounding (1e-9 relative) never count, so the same mean computed in
+/// another order (−0.3625 vs −0.36250000000000004) is not an improvement when `min_delta` is 0.
 fn improves(value: Option<f64>, best: Option<f64>, lower_is_better: bool, min_delta: f64) -> bool {
     match (value.filter(|v| v.is_finite()), best) {
         (None, _) => false,
         (Some(_), None) => true,
-        (Some(v), Some(b)) if lower_is_better => v < b - min_delta,
-        (Some(v), Some(b)) => v > b + min_delta,
+        (Some(v), Some(b)) => {
+            let margin = min_delta.max(1e-9 * b.abs().max(1.0));
+            if lower_is_better {
+                v < b - margin
+            } else {
+                v > b + margin
+            }
+        }
     }
 }
 
@@ -288,6 +296,22 @@ mod tests {
 
     fn cfg(kind: ScheduleKind) -> ScheduleConfig {
         ScheduleConfig { kind, ..ScheduleConfig::default() }
+    }
+
+    #[test]
+    fn float_rounding_is_not_an_improvement() {
+        assert!(!improves(Some(-0.3625), Some(-0.36250000000000004), false, 0.0));
+        assert!(!improves(Some(0.8088939699352297), Some(0.8088939699352298), true, 0.0));
+        assert!(improves(Some(-0.36), Some(-0.3625), false, 0.0));
+        assert!(improves(Some(0.80), Some(0.81), true, 0.0));
+        let s = Schedule::new(&ScheduleConfig { kind: ScheduleKind::Ares, ares_plateau_epochs: 1, ..ScheduleConfig::default() });
+        let h = History {
+            records: vec![
+                rec(1, None, Some(2.90), Some(0.0), Some(-0.36250000000000004)),
+                rec(2, None, Some(2.94), Some(0.0), Some(-0.3625)),
+            ],
+        };
+        assert_eq!(s.ares_stage(&h), Stage::Sft, "a flat reward is a plateau");
     }
 
     fn rec(epoch: usize, sft: Option<f64>, grpo: Option<f64>, acc: Option<f64>, reward: Option<f64>) -> EpochRecord {
