@@ -101,11 +101,19 @@ pub fn grpcurl() -> Option<PathBuf> {
 pub struct KillOnDrop(pub std::process::Child);
 
 impl KillOnDrop {
+    /// Spawns `cmd` as the leader of a new process group; dropping it kills the whole group, so
+    /// a script's children (e.g. launch.sh's learner and workers) go too.
+    pub fn group(mut cmd: Command) -> std::io::Result<Self> {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+        cmd.spawn().map(KillOnDrop)
+    }
     pub fn id(&self) -> u32 {
         self.0.id()
     }
-    /// SIGKILL now, and wait for it.
+    /// SIGKILL now (to its process group too, when it leads one), and wait for it.
     pub fn kill(&mut self) {
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0.id())]).stderr(std::process::Stdio::null()).status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }

@@ -113,7 +113,7 @@ fn stopping_launch_stops_the_learner_and_every_worker() {
     let config = setup(tmp.path(), 1000);
     let mut cmd = launch(&config);
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    let mut child = KillOnDrop(cmd.spawn().unwrap());
+    let mut child = KillOnDrop::group(cmd).unwrap();
     let needle = tmp.path().to_str().unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(120);
     while processes_with(&needle).len() < 3 {
