@@ -55,8 +55,7 @@ fn main() -> ExitCode {
 fn run(args: cli::RunArgs) -> anyhow::Result<()> {
     let resolved = args.resolve()?;
     let device = asrl_common::device::parse_device(&args.device)?;
-    let dtype = asrl_common::model::parse_dtype(&resolved.dtype)?;
-    let loaded = asrl_common::model::load(&resolved.model, &device, dtype)
+    let loaded = asrl_common::model::load(&resolved.model, &device, resolved.dtype)
         .with_context(|| format!("loading model {}", resolved.model.display()))?;
     let engine = ModelEngine::new(loaded);
     let rewards = RewardScorer::from_config(&resolved.reward)?;

@@ -51,15 +51,8 @@ impl RunningServer {
     }
 
     /// Graceful stop: stops accepting, finishes in-flight calls, then returns.
-    pub async fn shutdown(mut self) -> Result<(), TransportError> {
-        self.mark_not_serving().await;
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        match self.task.await {
-            Ok(r) => r.map_err(TransportError::Serve),
-            Err(e) => Err(TransportError::Config(format!("server task failed: {e}"))),
-        }
+    pub async fn shutdown(self) -> Result<(), TransportError> {
+        self.shutdown_within(std::time::Duration::MAX).await
     }
 
     /// Graceful stop that gives up after `grace`: open client connections (a worker that is

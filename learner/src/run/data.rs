@@ -81,7 +81,7 @@ pub fn take_snapshot(dataset: &mut LiveDataset, encoder: &Encoder) -> Result<Sna
 /// A fixed-seed choice of `n` examples (0 = all), stable while the pool is unchanged: examples
 /// are ranked by a hash of their content and `seed`, so the same ones are picked every epoch
 /// and a new example displaces one only if it ranks higher.
-pub fn stable_sample<'a>(pool: &'a [Example], n: usize, seed: u64) -> Vec<&'a Example> {
+pub fn stable_sample(pool: &[Example], n: usize, seed: u64) -> Vec<&Example> {
     let mut ranked: Vec<(u64, &Example)> = pool
         .iter()
         .map(|e| {

@@ -33,7 +33,8 @@ pub fn score_generations(
     ids.sort();
     let mut sums: BTreeMap<String, (usize, usize, f64)> = BTreeMap::new();
     let (mut ok, mut n, mut reward) = (0usize, 0usize, 0f64);
-    let mut sample = None;
+    // One completion for the log: the first well-formed one, else the first.
+    let mut sample: Option<(String, bool)> = None;
     for id in ids {
         let ty = types.get(id).cloned().unwrap_or_else(|| "unknown".into());
         for c in &groups[id].completions {
@@ -48,8 +49,8 @@ pub fn score_generations(
             ok += usize::from(good);
             n += 1;
             reward += c.reward;
-            if sample.is_none() || (good && !sample.as_deref().is_some_and(format_ok_strict)) {
-                sample = Some(text);
+            if sample.as_ref().is_none_or(|(_, sample_good)| good && !sample_good) {
+                sample = Some((text, good));
             }
         }
     }
@@ -59,6 +60,6 @@ pub fn score_generations(
         reward_mean: ratio(reward, n),
         completions: n,
         by_type: sums.into_iter().map(|(t, (c, g, r))| (t, (c, ratio(g as f64, c), ratio(r, c)))).collect(),
-        sample,
+        sample: sample.map(|(text, _)| text),
     })
 }

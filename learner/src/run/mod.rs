@@ -137,6 +137,10 @@ pub struct EpochLoop {
     schedule: Schedule,
     history: History,
     stopper: EarlyStopping,
+    /// Early stopping's verdict on the last epoch before this process (a resumed run).
+    resumed_verdict: Option<Verdict>,
+    /// Training examples of the last finished epoch's snapshot (growth lines across restarts).
+    last_train_size: Option<usize>,
     stop: Arc<AtomicBool>,
     /// Epochs complete at start (from the checkpoint).
     epochs_done: usize,
@@ -192,11 +196,13 @@ impl EpochLoop {
         let metrics_path = run_dir.join(crate::report::METRICS_FILE);
         let mut history = History::default();
         let mut elapsed_before = 0.0;
+        let mut last_train_size = None;
         if resumed && metrics_path.is_file() {
             let old = RunMetrics::load(&run_dir)?;
             for e in old.epochs.iter().filter(|e| e.epoch <= epochs_done) {
                 history.push(EpochRecord::from(e));
                 elapsed_before = e.elapsed_s.unwrap_or(elapsed_before);
+                last_train_size = e.train_size.or(last_train_size);
             }
             tracing::info!(epochs_done, step = trainer.state().global_step, "resuming the run in {}", run_dir.display());
         } else if metrics_path.is_file() {
@@ -219,7 +225,7 @@ impl EpochLoop {
         let text = cfg.to_toml_string().map_err(|e| RunError::Config(e.to_string()))?;
         std::fs::write(&config_path, text).map_err(io(&config_path))?;
 
-        let (stopper, _) = EarlyStopping::replay(&cfg.schedule, &history);
+        let (stopper, resumed_verdict) = EarlyStopping::replay(&cfg.schedule, &history);
         let schedule = Schedule::new(&cfg.schedule);
         let mut this = Self {
             encoder: Encoder::new(loaded.tokenizer),
@@ -232,6 +238,8 @@ impl EpochLoop {
             schedule,
             history,
             stopper,
+            resumed_verdict,
+            last_train_size,
             stop,
             epochs_done,
             started: Instant::now(),
@@ -291,7 +299,7 @@ impl EpochLoop {
         let mut reason = StopReason::EpochBudget;
         let mut epochs_run = 0;
         let mut last_epoch = self.epochs_done;
-        if let Some(Verdict::Stop { best_epoch, .. }) = EarlyStopping::replay(&self.cfg.schedule, &self.history).1 {
+        if let Some(Verdict::Stop { best_epoch, .. }) = self.resumed_verdict {
             tracing::info!("early stopping had already ended this run");
             reason = StopReason::EarlyStopping { best_epoch };
         } else {
@@ -345,7 +353,7 @@ impl EpochLoop {
         if let Some(sink) = &self.live_sink {
             sink.note_snapshot(snapshot.report.counts.total() as u64);
         }
-        let prev_train = self.history_train_size();
+        let prev_train = self.last_train_size;
         let train_size = snapshot.train.len();
         let growth = match prev_train {
             Some(prev) => format!("{prev} → {train_size} train examples, {:+}", train_size as i64 - prev as i64),
@@ -402,6 +410,7 @@ impl EpochLoop {
         record.elapsed_s = Some(self.elapsed());
         self.metrics.write(&Record::Epoch(record.clone()))?;
         self.history.push(EpochRecord::from(&record));
+        self.last_train_size = record.train_size;
         if verdict == Verdict::Improved {
             self.save_adapter(&self.run_dir.join(BEST_ADAPTER))?;
         }
@@ -418,11 +427,6 @@ impl EpochLoop {
             "epoch {epoch} done"
         );
         Ok(verdict)
-    }
-
-    fn history_train_size(&self) -> Option<usize> {
-        // EpochRecord does not carry sizes; read them back from this run's metrics.
-        RunMetrics::load(&self.run_dir).ok()?.epochs.last().and_then(|e| e.train_size)
     }
 
     fn val_loss_set(&self, snapshot: &Snapshot) -> Result<Vec<crate::training::SftExample>, RunError> {

@@ -57,7 +57,7 @@ pub struct RunArgs {
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub model: PathBuf,
-    pub dtype: String,
+    pub dtype: candle_core::DType,
     pub learner: String,
     pub token: Option<String>,
     pub reward: RewardConfig,
@@ -65,7 +65,7 @@ pub struct Resolved {
 
 impl RunArgs {
     /// Merges `--config` (when given) with the flags; flags win.
-    pub fn resolve(&self) -> Result<Resolved, ConfigError> {
+    pub fn resolve(&self) -> anyhow::Result<Resolved> {
         let cfg = match &self.config {
             Some(path) => Some(AsrlConfig::load(path)?),
             None => None,
@@ -78,17 +78,17 @@ impl RunArgs {
         let model = match (&self.model, &cfg) {
             (Some(m), _) => m.clone(),
             (None, Some(c)) => c.model.path.clone(),
-            (None, None) => return Err(missing("--model", "is required without --config")),
+            (None, None) => return Err(missing("--model", "is required without --config").into()),
         };
         let dtype = match (&self.dtype, &cfg) {
-            (Some(d), _) => d.clone(),
-            (None, Some(c)) => format!("{:?}", c.model.dtype).to_lowercase(),
-            (None, None) => "f32".into(),
+            (Some(d), _) => asrl_common::model::parse_dtype(d)?,
+            (None, Some(c)) => c.model.dtype.to_candle(),
+            (None, None) => candle_core::DType::F32,
         };
         let learner = match (&self.learner, &cfg) {
             (Some(l), _) => l.clone(),
             (None, Some(c)) => format!("http://{}", c.workers.learner_addr),
-            (None, None) => return Err(missing("--learner", "is required without --config")),
+            (None, None) => return Err(missing("--learner", "is required without --config").into()),
         };
         let config_token = cfg.as_ref().map(|c| c.workers.auth_token.trim().to_string()).filter(|t| !t.is_empty());
         Ok(Resolved {
