@@ -1,0 +1,50 @@
+//! Fused training ops for the LoRA learner, each a forward that returns what its backward needs
+//! and a hand-written backward.
+//!
+//! Why not candle's autograd: it keeps every intermediate of the forward alive until the graph is
+//! dropped and forms gradients for frozen weights it never reads. Here the training engine
+//! (`asrl_common::model::train`) drives the backward layer by layer and keeps only what each op
+//! saves (or only the layer input, with activation checkpointing).
+//!
+//! Conventions shared by every op:
+//! - Inputs are plain (non-`Var`) tensors; nothing here records a candle graph.
+//! - `forward(..) -> Result<(Tensor, Saved)>`: `Saved` holds exactly what `backward` reads.
+//! - `backward(&Saved, grad_out) -> Result<Grads>`: gradients of the op's trainable or upstream
+//!   inputs only, never of frozen weights.
+//! - Each op has a fused CPU f32 kernel (rayon) and a composite path of candle tensor ops that
+//!   runs on any device and dtype; [`Backend::for_tensor`] is the one place that picks.
+//! - Each op's `reference` function is the composite path written with differentiable candle
+//!   ops: tests compare forward and backward of both backends against it through autograd.
+//! - Reductions (norms, softmax, log-sum-exp) accumulate in f32 whatever the input dtype.
+
+pub mod error;
+
+pub use error::OpError;
+
+/// Which implementation an op runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Hand-written multithreaded CPU kernels (CPU, f32, contiguous).
+    FusedCpu,
+    /// Candle tensor ops: any device (CUDA: cuBLAS and candle's kernels), any float dtype.
+    Composite,
+}
+
+impl Backend {
+    /// The backend for an op whose main input is `t`.
+    pub fn for_tensor(t: &candle_core::Tensor) -> Backend {
+        if t.device().is_cpu() && t.dtype() == candle_core::DType::F32 && !force_composite() {
+            Backend::FusedCpu
+        } else {
+            Backend::Composite
+        }
+    }
+}
+
+/// `ASRL_OPS_COMPOSITE=1` forces the composite path everywhere (for A/B timing and debugging).
+fn force_composite() -> bool {
+    static FORCE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FORCE.get_or_init(|| std::env::var("ASRL_OPS_COMPOSITE").is_ok_and(|v| v == "1"))
+}
+
+pub type Result<T> = std::result::Result<T, OpError>;
