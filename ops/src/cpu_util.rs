@@ -207,7 +207,7 @@ fn exp_lane(x: f32) -> f32 {
     let ni = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
     let r = xc - n * LN2_HI - n * LN2_LO;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r
-        + 5.000_000_1e-1;
+        + 0.5;
     let e = p * r * r + r + 1.0;
     // n = −127 (x ≲ −87.3) gives the bit pattern 0, i.e. exactly 0.
     let v = e * f32::from_bits(((ni + 127) as u32) << 23);

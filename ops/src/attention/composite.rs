@@ -38,11 +38,11 @@ pub(super) fn forward(
         outs.push(oc.reshape((b, nh, c, hd))?.transpose(1, 2)?);
         lses.push((max + sum.log()?)?.reshape((b, nh, c))?);
     }
-    let mut o = cat_or_empty(&outs, 1, (b, 0, nh, hd), q)?.pad_with_zeros(1, 0, t - t_eff)?;
+    let mut o = cat_or_empty(&outs, 1, (b, 0, nh, hd), q.dtype(), q)?.pad_with_zeros(1, 0, t - t_eff)?;
     if let Some(lens) = lens {
         o = o.broadcast_mul(&row_mask(lens, t, q)?)?;
     }
-    let lse = cat_or_empty(&lses, 2, (b, nh, 0), &q.to_dtype(DType::F32)?)?.pad_with_zeros(2, 0, t - t_eff)?;
+    let lse = cat_or_empty(&lses, 2, (b, nh, 0), DType::F32, q)?.pad_with_zeros(2, 0, t - t_eff)?;
     Ok((o.contiguous()?, lse.contiguous()?))
 }
 
@@ -78,7 +78,7 @@ pub(super) fn backward(saved: &AttentionSaved, grad_o: &Tensor, d: Dims, lens: O
         dv = (dv + dv_l.pad_with_zeros(2, 0, t - l)?)?;
         dqs.push(ds.matmul(&kl)?.reshape((b, nh, c, hd))?.transpose(1, 2)?);
     }
-    let dq = cat_or_empty(&dqs, 1, (b, 0, nh, hd), q)?.pad_with_zeros(1, 0, t - t_eff)?.contiguous()?;
+    let dq = cat_or_empty(&dqs, 1, (b, 0, nh, hd), dtype, q)?.pad_with_zeros(1, 0, t - t_eff)?.contiguous()?;
     let back = |x: Tensor| -> Result<Tensor> { Ok(x.transpose(1, 2)?.to_dtype(dtype)?.contiguous()?) };
     Ok((dq, back(dk)?, back(dv)?))
 }
@@ -107,10 +107,11 @@ fn masked_scores(qc: &Tensor, kl: &Tensor, d: Dims, c0: usize, c: usize, scale: 
     Ok(s.reshape((b, d.nkv, d.group(), c, l))?.broadcast_add(&mask)?.reshape((b, d.nkv, d.group() * c, l))?)
 }
 
-/// `Tensor::cat`, or an empty tensor of `empty` shape (like `like`) when there is nothing to join.
-fn cat_or_empty<S: Into<candle_core::Shape>>(parts: &[Tensor], dim: usize, empty: S, like: &Tensor) -> Result<Tensor> {
+/// `Tensor::cat`, or an empty tensor of `empty` shape on `on`'s device when there is nothing
+/// to join (every row has length 0).
+fn cat_or_empty<S: Into<candle_core::Shape>>(parts: &[Tensor], dim: usize, empty: S, dtype: DType, on: &Tensor) -> Result<Tensor> {
     if parts.is_empty() {
-        return Ok(Tensor::zeros(empty, like.dtype(), like.device())?);
+        return Ok(Tensor::zeros(empty, dtype, on.device())?);
     }
     Ok(Tensor::cat(parts, dim)?)
 }

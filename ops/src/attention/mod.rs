@@ -20,9 +20,10 @@
 //! get zero gradients; the fused kernel spends no work on them. Their `lse` entries are
 //! unspecified.
 //!
-//! Backends: [`cpu`](self) runs the blocked online-softmax kernel with rayon; the composite
-//! path materialises scores for a chunk of queries at a time (memory b·nh·chunk·t) with candle
-//! ops for CUDA and half precision.
+//! Backends: the fused CPU kernel (`cpu.rs`) runs the blocked online-softmax algorithm with
+//! rayon; the composite path (`composite.rs`) materialises f32 scores for a chunk of queries at
+//! a time (memory b·nh·chunk·t, see [`composite_query_chunk`]) with candle ops, for CUDA and
+//! half precision.
 
 mod composite;
 mod cpu;
