@@ -17,7 +17,10 @@
 //!   ops: tests compare forward and backward of both backends against it through autograd.
 //! - Reductions (norms, softmax, log-sum-exp) accumulate in f32 whatever the input dtype.
 
+pub mod attention;
+mod cpu_util;
 pub mod error;
+pub mod linear_logprob;
 
 pub use error::OpError;
 

@@ -1,0 +1,313 @@
+//! The fused CPU kernel: blocked causal attention with an online softmax (FlashAttention-2).
+//!
+//! Blocks of [`BQ`] query tokens × [`BK`] key tokens. One block of work holds the g query heads
+//! that share a kv head as g·BQ rows (Q gathered once), so each K/V block is read once per
+//! group. At hd = 128, g = 2 the Q block and the O accumulator are 64 KB each, the score tile
+//! 32 KB and a K or V block 32 KB: the working set stays in L2 while K/V stream through.
+//! Products of blocks go to `gemm` (single-threaded inside the rayon tasks); the softmax uses
+//! the vectorised `exp` of `cpu_util`.
+//!
+//! Parallelism without races: results are computed head-major, (b, nkv, t, g, hd), so that
+//! every task owns a contiguous piece, and transposed to token-major at the end (a parallel
+//! copy, small next to the attention work). The forward's tasks are (row, kv head, query
+//! block); the backward's are (row, kv head, key block), each owning dK/dV of its keys and
+//! adding its dQ contributions to per-(row, kv head, query block) accumulators behind a mutex
+//! (held only for the add, after the block's products are done).
+
+use std::sync::{Mutex, PoisonError};
+
+use candle_core::Tensor;
+use rayon::prelude::*;
+
+use super::{AttentionSaved, Dims, OP};
+use crate::cpu_util::{dot, exp_affine_sum, matmul, max, F32Slice, Mat, MatMut};
+use crate::{OpError, Result};
+
+/// Query tokens per block.
+const BQ: usize = 64;
+/// Key tokens per block. Equal to `BQ`, so query block i's diagonal is key block i and every
+/// row of a block sees at least one key of each block up to its diagonal.
+const BK: usize = BQ;
+
+/// Read-only inputs of one call and the index arithmetic of the token-major layouts.
+struct Ctx<'a> {
+    d: Dims,
+    g: usize,
+    scale: f32,
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+}
+
+impl Ctx<'_> {
+    /// The keys (or values) kn tokens from k0 of kv head kh: rows nkv·hd apart.
+    fn kv_block<'s>(&self, src: &'s [f32], bi: usize, kh: usize, k0: usize, kn: usize) -> Mat<'s> {
+        let (nkv, hd) = (self.d.nkv, self.d.hd);
+        let base = ((bi * self.d.t + k0) * nkv + kh) * hd;
+        Mat::rows(&src[base..], kn, hd, nkv * hd)
+    }
+
+    /// Copies the g heads of group kh for tokens q0..q0+qn of a (b, t, nh, hd) tensor into
+    /// `dst` as rows r = ii·g + j.
+    fn gather_group(&self, src: &[f32], bi: usize, kh: usize, q0: usize, qn: usize, dst: &mut [f32]) {
+        let w = self.g * self.d.hd;
+        for (ii, row) in dst[..qn * w].chunks_exact_mut(w).enumerate() {
+            let at = ((bi * self.d.t + q0 + ii) * self.d.nh + kh * self.g) * self.d.hd;
+            row.copy_from_slice(&src[at..at + w]);
+        }
+    }
+
+    /// Number of keys row r of query block q0 sees in key block k0 (of kn keys).
+    fn visible(&self, r: usize, q0: usize, k0: usize, kn: usize) -> usize {
+        (q0 + r / self.g + 1 - k0).min(kn)
+    }
+}
+
+fn slice<'a>(t: &'a Tensor, what: &str) -> Result<F32Slice<impl std::ops::Deref<Target = candle_core::Storage> + 'a>> {
+    F32Slice::new(t).ok_or_else(|| OpError::shape(OP, format!("{what} is not a contiguous CPU f32 tensor")))
+}
+
+/// (b, nkv, t, w) -> (b, t, nkv, w), in parallel over tokens.
+fn to_token_major(x: &[f32], b: usize, nkv: usize, t: usize, w: usize) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    if !y.is_empty() {
+        y.par_chunks_mut(nkv * w).enumerate().for_each(|(bt, dst)| {
+            let (bi, i) = (bt / t, bt % t);
+            for (kh, d) in dst.chunks_exact_mut(w).enumerate() {
+                let at = ((bi * nkv + kh) * t + i) * w;
+                d.copy_from_slice(&x[at..at + w]);
+            }
+        });
+    }
+    debug_assert!(b * nkv * t * w == x.len());
+    y
+}
+
+/// Output (b, t, nh, hd) and lse (b, nh, t), both f32.
+pub(super) fn forward(q: &Tensor, k: &Tensor, v: &Tensor, d: Dims, scale: f32, lens: Option<&[usize]>) -> Result<(Tensor, Tensor)> {
+    let (qs, ks, vs) = (slice(q, "q")?, slice(k, "k")?, slice(v, "v")?);
+    let ctx = Ctx { d, g: d.group(), scale, q: qs.get(), k: ks.get(), v: vs.get() };
+    let Dims { b, t, nh, nkv, hd } = d;
+    let g = ctx.g;
+    // Head-major (b, nkv, t, g, hd) and (b, nkv, t, g).
+    let mut out = vec![0f32; b * nkv * t * g * hd];
+    let mut lse = vec![0f32; b * nkv * t * g];
+    if !out.is_empty() {
+        out.par_chunks_mut(t * g * hd).zip(lse.par_chunks_mut(t * g)).enumerate().for_each(|(bk, (ob, lb))| {
+            let (bi, kh) = (bk / nkv, bk % nkv);
+            let len = lens.map_or(t, |l| l[bi]);
+            let blocks = ob[..len * g * hd].par_chunks_mut(BQ * g * hd).zip(lb[..len * g].par_chunks_mut(BQ * g));
+            blocks.enumerate().for_each_init(
+                || FwdWork::new(g * BQ, hd),
+                |ws, (qb, (o, l))| forward_block(&ctx, ws, bi, kh, qb, o, l),
+            );
+        });
+    }
+    drop((qs, ks, vs));
+    let o = Tensor::from_vec(to_token_major(&out, b, nkv, t, g * hd), (b, t, nh, hd), q.device())?;
+    let lse = Tensor::from_vec(lse, (b, nkv, t, g), q.device())?.transpose(2, 3)?.reshape((b, nh, t))?;
+    Ok((o, lse))
+}
+
+/// Per-task buffers of the forward.
+struct FwdWork {
+    q: Vec<f32>,
+    s: Vec<f32>,
+    m: Vec<f32>,
+    l: Vec<f32>,
+}
+
+impl FwdWork {
+    fn new(rows: usize, hd: usize) -> Self {
+        FwdWork { q: vec![0.0; rows * hd], s: vec![0.0; rows * BK], m: vec![0.0; rows], l: vec![0.0; rows] }
+    }
+}
+
+/// One query block of one kv-head group: `o` (tokens, g, hd) and `lse` (tokens, g) are its
+/// head-major pieces, whose rows r = ii·g + j are those of the gathered Q.
+fn forward_block(ctx: &Ctx, ws: &mut FwdWork, bi: usize, kh: usize, qb: usize, o: &mut [f32], lse: &mut [f32]) {
+    let hd = ctx.d.hd;
+    let q0 = qb * BQ;
+    let rows = lse.len();
+    let qn = rows / ctx.g;
+    ctx.gather_group(ctx.q, bi, kh, q0, qn, &mut ws.q);
+    let qm = Mat::rows(&ws.q, rows, hd, hd);
+    ws.m[..rows].fill(f32::NEG_INFINITY);
+    ws.l[..rows].fill(0.0);
+    o.fill(0.0);
+    for kb in 0..=qb {
+        let k0 = kb * BK;
+        let kn = BK.min(q0 + qn - k0);
+        let km = ctx.kv_block(ctx.k, bi, kh, k0, kn);
+        matmul(MatMut::rows(&mut ws.s, rows, kn, BK), false, qm, km.t(), ctx.scale, 1);
+        for r in 0..rows {
+            let row = &mut ws.s[r * BK..r * BK + kn];
+            let vis = if kb == qb { ctx.visible(r, q0, k0, kn) } else { kn };
+            let m_new = ws.m[r].max(max(&row[..vis]));
+            let corr = (ws.m[r] - m_new).exp();
+            let sum = exp_affine_sum(&mut row[..vis], 1.0, m_new);
+            row[vis..].fill(0.0);
+            ws.l[r] = ws.l[r] * corr + sum;
+            ws.m[r] = m_new;
+            if corr != 1.0 {
+                o[r * hd..(r + 1) * hd].iter_mut().for_each(|a| *a *= corr);
+            }
+        }
+        let vm = ctx.kv_block(ctx.v, bi, kh, k0, kn);
+        matmul(MatMut::rows(o, rows, hd, hd), true, Mat::rows(&ws.s, rows, kn, BK), vm, 1.0, 1);
+    }
+    for (r, (orow, lse)) in o.chunks_exact_mut(hd).zip(lse).enumerate() {
+        let inv = 1.0 / ws.l[r];
+        orow.iter_mut().for_each(|a| *a *= inv);
+        *lse = ws.m[r] + ws.l[r].ln();
+    }
+}
+
+/// dq, dk, dv (f32, the input shapes) from the saved forward and dO (contiguous f32).
+pub(super) fn backward(saved: &AttentionSaved, grad_o: &Tensor, d: Dims, lens: Option<&[usize]>) -> Result<(Tensor, Tensor, Tensor)> {
+    let (qs, ks, vs) = (slice(&saved.q, "q")?, slice(&saved.k, "k")?, slice(&saved.v, "v")?);
+    let (os, ls, dos) = (slice(&saved.o, "o")?, slice(&saved.lse, "lse")?, slice(grad_o, "grad_o")?);
+    let ctx = Ctx { d, g: d.group(), scale: saved.scale as f32, q: qs.get(), k: ks.get(), v: vs.get() };
+    let Dims { b, t, nh, nkv, hd } = d;
+    let g = ctx.g;
+    let len_of = |bi: usize| lens.map_or(t, |l| l[bi]);
+    let (o, lse, dout) = (os.get(), ls.get(), dos.get());
+
+    // D = rowsum(dO ⊙ O), (b, t, nh); rows past their length stay 0 (never read).
+    let mut dsum = vec![0f32; b * t * nh];
+    if !dsum.is_empty() {
+        dsum.par_chunks_mut(t * nh).enumerate().for_each(|(bi, db)| {
+            for (r, x) in db[..len_of(bi) * nh].iter_mut().enumerate() {
+                let at = (bi * t * nh + r) * hd;
+                *x = dot(&dout[at..at + hd], &o[at..at + hd]);
+            }
+        });
+    }
+
+    // Head-major (b, nkv, t, g, hd) and (b, nkv, t, hd).
+    let mut dq = vec![0f32; b * nkv * t * g * hd];
+    let mut dk = vec![0f32; b * nkv * t * hd];
+    let mut dv = vec![0f32; b * nkv * t * hd];
+    if !dq.is_empty() {
+        // dq of each (row, kv head, query block), reachable from every key-block task.
+        let mut first_block = Vec::with_capacity(b * nkv);
+        let mut dq_blocks = Vec::new();
+        for (bk, dqb) in dq.chunks_mut(t * g * hd).enumerate() {
+            first_block.push(dq_blocks.len());
+            dq_blocks.extend(dqb[..len_of(bk / nkv) * g * hd].chunks_mut(BQ * g * hd).map(Mutex::new));
+        }
+        let bw = Bwd { ctx: &ctx, lse, dout, dsum: &dsum, dq_blocks: &dq_blocks, first_block: &first_block };
+        dk.par_chunks_mut(t * hd).zip(dv.par_chunks_mut(t * hd)).enumerate().for_each(|(bk, (dkb, dvb))| {
+            let (bi, kh) = (bk / nkv, bk % nkv);
+            let len = len_of(bi);
+            let blocks = dkb[..len * hd].par_chunks_mut(BK * hd).zip(dvb[..len * hd].par_chunks_mut(BK * hd));
+            blocks.enumerate().for_each_init(
+                || BwdWork::new(g * BQ, hd),
+                |ws, (kb, (dkc, dvc))| bw.key_block(ws, bi, len, kh, kb, dkc, dvc),
+            );
+        });
+    }
+    drop((qs, ks, vs, os, ls, dos));
+    let dev = saved.q.device();
+    Ok((
+        Tensor::from_vec(to_token_major(&dq, b, nkv, t, g * hd), (b, t, nh, hd), dev)?,
+        Tensor::from_vec(to_token_major(&dk, b, nkv, t, hd), (b, t, nkv, hd), dev)?,
+        Tensor::from_vec(to_token_major(&dv, b, nkv, t, hd), (b, t, nkv, hd), dev)?,
+    ))
+}
+
+/// Shared state of the backward's tasks.
+struct Bwd<'a> {
+    ctx: &'a Ctx<'a>,
+    /// (b, nh, t)
+    lse: &'a [f32],
+    /// dO, the layout of q.
+    dout: &'a [f32],
+    /// (b, t, nh)
+    dsum: &'a [f32],
+    /// Head-major dq of each (row, kv head, query block): (tokens, g, hd).
+    dq_blocks: &'a [Mutex<&'a mut [f32]>],
+    /// Index into `dq_blocks` of the first query block of each (row, kv head).
+    first_block: &'a [usize],
+}
+
+/// Per-task buffers of the backward, reused across query blocks.
+struct BwdWork {
+    q: Vec<f32>,
+    dout: Vec<f32>,
+    dq: Vec<f32>,
+    p: Vec<f32>,
+    dp: Vec<f32>,
+    lse: Vec<f32>,
+    dsum: Vec<f32>,
+}
+
+impl BwdWork {
+    fn new(rows: usize, hd: usize) -> Self {
+        BwdWork {
+            q: vec![0.0; rows * hd],
+            dout: vec![0.0; rows * hd],
+            dq: vec![0.0; rows * hd],
+            p: vec![0.0; rows * BK],
+            dp: vec![0.0; rows * BK],
+            lse: vec![0.0; rows],
+            dsum: vec![0.0; rows],
+        }
+    }
+}
+
+impl Bwd<'_> {
+    /// Key block kb of kv head kh against every query block at or below the diagonal:
+    /// accumulates into its dK/dV rows (`dk`, `dv`: the block's (tokens, hd) head-major
+    /// pieces) and into the shared dQ blocks.
+    #[allow(clippy::too_many_arguments)]
+    fn key_block(&self, ws: &mut BwdWork, bi: usize, len: usize, kh: usize, kb: usize, dk: &mut [f32], dv: &mut [f32]) {
+        let ctx = self.ctx;
+        let Dims { t, nh, nkv, hd, .. } = ctx.d;
+        let g = ctx.g;
+        let k0 = kb * BK;
+        let kn = dk.len() / hd;
+        let km = ctx.kv_block(ctx.k, bi, kh, k0, kn);
+        let vm = ctx.kv_block(ctx.v, bi, kh, k0, kn);
+        for qb in kb..len.div_ceil(BQ) {
+            let q0 = qb * BQ;
+            let qn = BQ.min(len - q0);
+            let rows = qn * g;
+            ctx.gather_group(ctx.q, bi, kh, q0, qn, &mut ws.q);
+            ctx.gather_group(self.dout, bi, kh, q0, qn, &mut ws.dout);
+            for r in 0..rows {
+                let (i, h) = (q0 + r / g, kh * g + r % g);
+                ws.lse[r] = self.lse[(bi * nh + h) * t + i];
+                ws.dsum[r] = self.dsum[(bi * t + i) * nh + h];
+            }
+            let qm = Mat::rows(&ws.q, rows, hd, hd);
+            let dom = Mat::rows(&ws.dout, rows, hd, hd);
+            // P = exp(scale·Q·Kᵀ − lse), zero above the diagonal.
+            matmul(MatMut::rows(&mut ws.p, rows, kn, BK), false, qm, km.t(), ctx.scale, 1);
+            for r in 0..rows {
+                let row = &mut ws.p[r * BK..r * BK + kn];
+                let vis = if qb == kb { ctx.visible(r, q0, k0, kn) } else { kn };
+                exp_affine_sum(&mut row[..vis], 1.0, ws.lse[r]);
+                row[vis..].fill(0.0);
+            }
+            let pm = Mat::rows(&ws.p, rows, kn, BK);
+            matmul(MatMut::rows(dv, kn, hd, hd), true, pm.t(), dom, 1.0, 1);
+            // dS = P ⊙ (dO·Vᵀ − D), in place of dP.
+            matmul(MatMut::rows(&mut ws.dp, rows, kn, BK), false, dom, vm.t(), 1.0, 1);
+            for r in 0..rows {
+                let (p, dp) = (&ws.p[r * BK..r * BK + kn], &mut ws.dp[r * BK..r * BK + kn]);
+                let dr = ws.dsum[r];
+                for (x, &pv) in dp.iter_mut().zip(p) {
+                    *x = pv * (*x - dr);
+                }
+            }
+            let dsm = Mat::rows(&ws.dp, rows, kn, BK);
+            matmul(MatMut::rows(dk, kn, hd, hd), true, dsm.t(), qm, ctx.scale, 1);
+            matmul(MatMut::rows(&mut ws.dq, rows, hd, hd), false, dsm, km, ctx.scale, 1);
+            let mut block = self.dq_blocks[self.first_block[bi * nkv + kh] + qb].lock().unwrap_or_else(PoisonError::into_inner);
+            for (d, s) in block.iter_mut().zip(&ws.dq[..rows * hd]) {
+                *d += s;
+            }
+        }
+    }
+}

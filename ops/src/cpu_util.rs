@@ -1,0 +1,276 @@
+//! Slice-level helpers shared by the fused CPU kernels: a strided f32 matrix product on top of
+//! the `gemm` crate, and a vectorised `exp` (libm's `expf` is scalar and would dominate the
+//! softmax-heavy kernels: FlashAttention spends one `exp` per score), and read access to the
+//! f32 slice behind a contiguous CPU tensor.
+
+use std::ops::Deref;
+
+use candle_core::{Storage, Tensor};
+
+/// The f32 elements of a contiguous CPU tensor, borrowed for as long as the view lives
+/// (`G` is candle's storage read guard).
+pub(crate) struct F32Slice<G> {
+    storage: G,
+    start: usize,
+    end: usize,
+}
+
+impl<'a> F32Slice<()> {
+    /// `None` unless `t` is a contiguous f32 tensor on the CPU.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(t: &'a Tensor) -> Option<F32Slice<impl Deref<Target = Storage> + 'a>> {
+        let (storage, layout) = t.storage_and_layout();
+        let (start, end) = layout.contiguous_offsets()?;
+        match &*storage {
+            Storage::Cpu(c) if c.as_slice::<f32>().is_ok() => Some(F32Slice { storage, start, end }),
+            _ => None,
+        }
+    }
+}
+
+impl<G: Deref<Target = Storage>> F32Slice<G> {
+    pub fn get(&self) -> &[f32] {
+        match &*self.storage {
+            Storage::Cpu(c) => &c.as_slice::<f32>().expect("checked in new")[self.start..self.end],
+            _ => unreachable!("checked in new"),
+        }
+    }
+}
+
+/// A read-only f32 matrix view: element (r, c) is `data[r * rs + c * cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// Panics if the view reaches past `data` (which keeps the `gemm` call sound).
+    pub fn new(data: &'a [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
+        assert!(rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < data.len(), "matrix view out of bounds");
+        Mat { data, rows, cols, rs, cs }
+    }
+
+    /// A row-major matrix whose rows are `rs` apart.
+    pub fn rows(data: &'a [f32], rows: usize, cols: usize, rs: usize) -> Self {
+        Self::new(data, rows, cols, rs, 1)
+    }
+
+    /// The transposed view (no copy).
+    pub fn t(self) -> Self {
+        Mat { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
+    }
+}
+
+/// A writable f32 matrix view, row-major with rows `rs` apart.
+pub(crate) struct MatMut<'a> {
+    data: &'a mut [f32],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+}
+
+impl<'a> MatMut<'a> {
+    pub fn rows(data: &'a mut [f32], rows: usize, cols: usize, rs: usize) -> Self {
+        assert!(rows == 0 || cols == 0 || (rows - 1) * rs + cols <= data.len(), "matrix view out of bounds");
+        MatMut { data, rows, cols, rs }
+    }
+}
+
+/// `dst = [dst +] scale · a·b`, single-threaded when `threads <= 1` (inside rayon tasks).
+pub(crate) fn matmul(dst: MatMut, accumulate: bool, a: Mat, b: Mat, scale: f32, threads: usize) {
+    assert!(a.cols == b.rows && dst.rows == a.rows && dst.cols == b.cols, "matmul shape mismatch");
+    let (m, n, k) = (a.rows, b.cols, a.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                dst.data[r * dst.rs..r * dst.rs + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    let par = if threads <= 1 { gemm::Parallelism::None } else { gemm::Parallelism::Rayon(threads) };
+    // SAFETY: the three views were bounds-checked on construction, dst is exclusively borrowed
+    // and cannot alias the shared inputs.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.data.as_mut_ptr(),
+            1,
+            dst.rs as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// `xs[i] ← exp(a·xs[i] − shift)`, returning Σ of the new values. Arguments below about −87.3
+/// (masked −∞ included) give exactly 0; NaN stays NaN.
+pub(crate) fn exp_affine_sum(xs: &mut [f32], a: f32, shift: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports the enabled target features.
+        return unsafe { exp_affine_sum_avx2(xs, a, shift) };
+    }
+    exp_affine_sum_impl(xs, a, shift)
+}
+
+/// Σ a[i]·b[i] with 8 independent lanes (vectorisable, tree-like accuracy).
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ac.zip(bc) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// max of a slice (−∞ when empty), 8 lanes at a time.
+pub(crate) fn max(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let c = xs.chunks_exact(8);
+    let tail = c.remainder().iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    for x in c {
+        for l in 0..8 {
+            acc[l] = acc[l].max(x[l]);
+        }
+    }
+    acc.iter().fold(tail, |m, &x| m.max(x))
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_fma() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"))
+}
+
+/// The portable body compiled once more with AVX2 enabled, so the lane loops become 8-wide.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_affine_sum_avx2(xs: &mut [f32], a: f32, shift: f32) -> f32 {
+    exp_affine_sum_impl(xs, a, shift)
+}
+
+#[inline(always)]
+fn exp_affine_sum_impl(xs: &mut [f32], a: f32, shift: f32) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut chunks = xs.chunks_exact_mut(8);
+    for c in &mut chunks {
+        for l in 0..8 {
+            let e = exp_lane(a * c[l] - shift);
+            c[l] = e;
+            acc[l] += e;
+        }
+    }
+    let mut tail = 0f32;
+    for x in chunks.into_remainder() {
+        *x = exp_lane(a * *x - shift);
+        tail += *x;
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Cephes `expf`: x = n·ln2 + r with |r| ≤ ln2/2, e^r by a degree-7 polynomial, 2^n built in
+/// the exponent bits. Branch-free so that it vectorises; relative error ~1e-7.
+#[inline(always)]
+fn exp_lane(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // 1.5·2^23: adding it rounds to an integer that then sits in the low mantissa bits.
+    const MAGIC: f32 = 12_582_912.0;
+    let xc = x.clamp(-88.0, 88.0);
+    let t = xc * LOG2E + MAGIC;
+    let n = t - MAGIC;
+    let ni = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r
+        + 0.5;
+    let e = p * r * r + r + 1.0;
+    // n = −127 (x ≲ −87.3) gives the bit pattern 0, i.e. exactly 0.
+    let v = e * f32::from_bits(((ni + 127) as u32) << 23);
+    if x.is_nan() {
+        x
+    } else {
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_matches_libm() {
+        let mut worst = 0f32;
+        let mut xs: Vec<f32> = (0..20_001).map(|i| -87.0 + i as f32 * (174.0 / 20_000.0)).collect();
+        let want: Vec<f32> = xs.iter().map(|x| x.exp()).collect();
+        exp_affine_sum(&mut xs, 1.0, 0.0);
+        for (g, w) in xs.iter().zip(&want) {
+            worst = worst.max((g - w).abs() / w);
+        }
+        assert!(worst < 5e-7, "max relative error {worst}");
+        // The sum, over a range that does not overflow f32.
+        let mut xs: Vec<f32> = (0..1001).map(|i| -20.0 + i as f32 * 0.03).collect();
+        let want: f64 = xs.iter().map(|&x| (x as f64 * 0.5 - 1.0).exp()).sum();
+        let sum = exp_affine_sum(&mut xs, 0.5, 1.0);
+        assert!(((sum as f64 - want) / want).abs() < 1e-6, "{sum} vs {want}");
+    }
+
+    #[test]
+    fn exp_edge_cases() {
+        let mut xs = [f32::NEG_INFINITY, -1000.0, f32::NAN, 0.0, 2.0, -3.0, 1.0, 0.5, -0.25];
+        let sum = exp_affine_sum(&mut xs, 2.0, 1.0);
+        assert_eq!(&xs[..2], &[0.0, 0.0]);
+        assert!(xs[2].is_nan() && sum.is_nan());
+        for (g, x) in xs[3..].iter().zip([0.0f32, 2.0, -3.0, 1.0, 0.5, -0.25]) {
+            let w = (2.0 * x - 1.0).exp();
+            assert!((g - w).abs() <= 1e-6 * w, "{g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn matmul_strided_and_accumulate() {
+        // a (3×4) row-major; b given as the transpose of a (2×4) row-major buffer.
+        let a: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 2.0).collect();
+        let bt: Vec<f32> = (0..8).map(|i| (i as f32).sin()).collect();
+        let mut dst = vec![1.0f32; 3 * 5];
+        matmul(MatMut::rows(&mut dst, 3, 2, 5), true, Mat::rows(&a, 3, 4, 4), Mat::rows(&bt, 2, 4, 4).t(), 2.0, 1);
+        for r in 0..3 {
+            for c in 0..5 {
+                let want = if c < 2 { 1.0 + 2.0 * (0..4).map(|k| a[r * 4 + k] * bt[c * 4 + k]).sum::<f32>() } else { 1.0 };
+                assert!((dst[r * 5 + c] - want).abs() < 1e-5, "({r},{c}) {} vs {want}", dst[r * 5 + c]);
+            }
+        }
+    }
+
+    #[test]
+    fn dot_and_max() {
+        let a: Vec<f32> = (0..19).map(|i| i as f32 - 9.0).collect();
+        assert_eq!(dot(&a, &a), a.iter().map(|x| x * x).sum::<f32>());
+        assert_eq!(max(&a), 9.0);
+        assert_eq!(max(&[]), f32::NEG_INFINITY);
+    }
+}
