@@ -17,7 +17,12 @@
 //!   ops: tests compare forward and backward of both backends against it through autograd.
 //! - Reductions (norms, softmax, log-sum-exp) accumulate in f32 whatever the input dtype.
 
+mod cpu_f32;
 pub mod error;
+pub mod lora_linear;
+pub mod rms_norm;
+pub mod rope;
+pub mod swiglu;
 
 pub use error::OpError;
 
