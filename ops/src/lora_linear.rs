@@ -23,6 +23,10 @@
 //! 16–192 against in = 576–1024), so their cost is streaming x_l (n·in floats, 48 MB at
 //! n = 12,000, in = 1024) through the cache: one product per part read it once per part;
 //! fused it is read once. The one copy that costs is [A₁;A₂;…] (Σr·in floats, < 1 MB).
+//! Measured on 2 cores (n = 8192, in = 1024, three parts of r = 16): x_l Aᵀ fused 9.2 ms
+//! against 11.7 ms per part; the whole q|k|v layer (out 2048+1024+1024) took 0.74 s forward and
+//! 0.80 s backward fused, 1.13 s and 1.02 s on the composite path (its copies of y's column
+//! blocks and of dy's).
 //!
 //! Dropout: PEFT drops the LoRA input only. The caller passes the mask m (n, in) in f32 with
 //! entries 0 or 1/(1−p); the op forms x_l itself and folds m into dx, so the caller gets one

@@ -20,6 +20,10 @@
 //! Nothing is saved but the tables. The composite path is candle's `rope_thd` (CPU, CUDA and
 //! Metal kernels); the fused CPU kernel exists because `rope_thd`'s CPU kernel only splits work
 //! by batch row (one thread for a single sequence) and walks heads in its innermost loop.
+//!
+//! Not fused with Qwen3's q/k RMSNorm: RoPE saves nothing, so a fused op would keep the same
+//! saved tensors (the norm's input and rstd) and save only one read and write of q and k,
+//! single streaming passes that are small next to the layer's projections.
 
 use candle_core::{DType, Tensor, D};
 use rayon::prelude::*;
