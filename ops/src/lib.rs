@@ -18,9 +18,14 @@
 //! - Reductions (norms, softmax, log-sum-exp) accumulate in f32 whatever the input dtype.
 
 pub mod attention;
+mod cpu_f32;
 mod cpu_util;
 pub mod error;
 pub mod linear_logprob;
+pub mod lora_linear;
+pub mod rms_norm;
+pub mod rope;
+pub mod swiglu;
 
 pub use error::OpError;
 
