@@ -18,8 +18,7 @@
 //! - Reductions (norms, softmax, log-sum-exp) accumulate in f32 whatever the input dtype.
 
 pub mod attention;
-mod cpu_f32;
-mod cpu_util;
+mod cpu;
 pub mod error;
 pub mod linear_logprob;
 pub mod lora_linear;

@@ -39,7 +39,7 @@ use std::borrow::Cow;
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
-use crate::cpu_f32::{gemm, rows_per_task, tensor, CpuF32, Mat};
+use crate::cpu::{matmul, rows_per_task, tensor, CpuF32, Mat, MatMut};
 use crate::{Backend, OpError, Result};
 
 const OP: &str = "lora_linear";
@@ -255,21 +255,22 @@ impl LoraLinear {
         let (x, w) = (x.contiguous()?, self.w.contiguous()?);
         let (xs, ws) = (CpuF32::new(&x, OP, "x")?, CpuF32::new(&w, OP, "W")?);
         let (xv, wv) = (xs.as_slice(), ws.as_slice());
+        let threads = candle_core::utils::get_num_threads();
         let mut y = vec![0f32; n * o];
-        gemm(&mut y, o, false, Mat::rows(xv, n, inp, inp), Mat::rows(wv, o, inp, inp).t(), 1.0);
+        matmul(MatMut::rows(&mut y, n, o, o), false, Mat::rows(xv, n, inp, inp), Mat::rows(wv, o, inp, inp).t(), 1.0, threads);
         let xa = if self.has_lora() {
             let mask = mask.map(|m| m.contiguous()).transpose()?;
             let ms = mask.as_ref().map(|m| CpuF32::new(m, OP, "dropout mask")).transpose()?;
             let xl = masked(xv, ms.as_ref().map(|m| m.as_slice()), inp);
             let a = self.stacked_a_cpu()?;
             let mut xa = vec![0f32; n * rs];
-            gemm(&mut xa, rs, false, Mat::rows(&xl, n, inp, inp), Mat::rows(&a, rs, inp, inp).t(), 1.0);
+            matmul(MatMut::rows(&mut xa, n, rs, rs), false, Mat::rows(&xl, n, inp, inp), Mat::rows(&a, rs, inp, inp).t(), 1.0, threads);
             for (p, &(off, roff, r)) in self.parts.iter().zip(&self.offsets) {
                 if let Some(l) = &p.lora {
                     let b = l.b.contiguous()?;
                     let bs = CpuF32::new(&b, OP, "B")?;
                     let (xa_i, b_t) = (Mat::rows(&xa[roff..], n, r, rs), Mat::rows(bs.as_slice(), p.out, r, r).t());
-                    gemm(&mut y[off..], o, true, xa_i, b_t, l.scale as f32);
+                    matmul(MatMut::rows(&mut y[off..], n, p.out, o), true, xa_i, b_t, l.scale as f32, threads);
                 }
             }
             Some(tensor(xa, (n, rs))?)
@@ -338,10 +339,11 @@ fn fused_backward(saved: &LoraLinearSaved, dy: &Tensor, need_dx: bool) -> Result
     let (dy, w) = (dy.contiguous()?, layer.w.contiguous()?);
     let dys = CpuF32::new(&dy, OP, "dy")?;
     let dyv = dys.as_slice();
+    let threads = candle_core::utils::get_num_threads();
     let mut dx = if need_dx {
         let ws = CpuF32::new(&w, OP, "W")?;
         let mut dx = vec![0f32; n * inp];
-        gemm(&mut dx, inp, false, Mat::rows(dyv, n, o, o), Mat::rows(ws.as_slice(), o, inp, inp), 1.0);
+        matmul(MatMut::rows(&mut dx, n, inp, inp), false, Mat::rows(dyv, n, o, o), Mat::rows(ws.as_slice(), o, inp, inp), 1.0, threads);
         Some(dx)
     } else {
         None
@@ -361,22 +363,22 @@ fn fused_backward(saved: &LoraLinearSaved, dy: &Tensor, need_dx: bool) -> Result
             let b = l.b.contiguous()?;
             let bs = CpuF32::new(&b, OP, "B")?;
             let dy_i = Mat::rows(&dyv[off..], n, p.out, o);
-            gemm(&mut g[roff..], rs, false, dy_i, Mat::rows(bs.as_slice(), p.out, r, r), l.scale as f32);
+            matmul(MatMut::rows(&mut g[roff..], n, r, rs), false, dy_i, Mat::rows(bs.as_slice(), p.out, r, r), l.scale as f32, threads);
             let mut db = vec![0f32; p.out * r];
-            gemm(&mut db, r, false, dy_i.t(), Mat::rows(&xav[roff..], n, r, rs), l.scale as f32);
+            matmul(MatMut::rows(&mut db, p.out, r, r), false, dy_i.t(), Mat::rows(&xav[roff..], n, r, rs), l.scale as f32, threads);
             dbs.push(tensor(db, (p.out, r))?);
         }
         let xl = masked(xs.as_slice(), ms, inp);
         let mut da = vec![0f32; rs * inp];
-        gemm(&mut da, inp, false, Mat::rows(&g, n, rs, rs).t(), Mat::rows(&xl, n, inp, inp), 1.0);
+        matmul(MatMut::rows(&mut da, rs, inp, inp), false, Mat::rows(&g, n, rs, rs).t(), Mat::rows(&xl, n, inp, inp), 1.0, threads);
         if let Some(dx) = dx.as_mut() {
             let a = layer.stacked_a_cpu()?;
             let (g, a) = (Mat::rows(&g, n, rs, rs), Mat::rows(&a, rs, inp, inp));
             match ms {
-                None => gemm(dx, inp, true, g, a, 1.0),
+                None => matmul(MatMut::rows(dx, n, inp, inp), true, g, a, 1.0, threads),
                 Some(m) => {
                     let mut lx = vec![0f32; n * inp];
-                    gemm(&mut lx, inp, false, g, a, 1.0);
+                    matmul(MatMut::rows(&mut lx, n, inp, inp), false, g, a, 1.0, threads);
                     let per = rows_per_task(inp) * inp;
                     dx.par_chunks_mut(per).zip(lx.par_chunks(per)).zip(m.par_chunks(per)).for_each(|((dx, lx), m)| {
                         for ((dx, lx), m) in dx.iter_mut().zip(lx).zip(m) {

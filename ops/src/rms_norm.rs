@@ -22,7 +22,7 @@
 use candle_core::{DType, Tensor, D};
 use rayon::prelude::*;
 
-use crate::cpu_f32::{rows_per_task, tensor, CpuF32};
+use crate::cpu::{dot, rows_per_task, tensor, CpuF32};
 use crate::{Backend, OpError, Result};
 
 const OP: &str = "rms_norm";
@@ -166,19 +166,6 @@ fn fused_backward(x: &[f32], w: &[f32], rstd: &[f32], dy: &[f32], d: usize) -> V
         },
     );
     dx
-}
-
-/// Σ aᵢbᵢ with 8 independent lanes (vectorises, and rounds like a short tree sum).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ac.zip(bc) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// Σ aᵢbᵢcᵢ, laid out like [`dot`].

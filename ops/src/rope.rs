@@ -28,7 +28,7 @@
 use candle_core::{DType, Tensor, D};
 use rayon::prelude::*;
 
-use crate::cpu_f32::{rows_per_task, tensor, CpuF32};
+use crate::cpu::{rows_per_task, tensor, CpuF32};
 use crate::{Backend, OpError, Result};
 
 const OP: &str = "rope";

@@ -1,11 +1,11 @@
 //! Fused CPU and composite attention against the autograd reference.
 
-mod grad_check;
+mod support;
 
 use asrl_ops::attention::{self, AttentionOptions};
 use asrl_ops::Backend;
 use candle_core::{DType, Tensor, Var};
-use grad_check::{assert_close, rand_tensor};
+use support::{assert_close, rng, triangular};
 
 const TOL: f32 = 1e-4;
 
@@ -26,10 +26,10 @@ struct Expected {
 }
 
 fn inputs(c: &Case, seed: u64) -> (Tensor, Tensor, Tensor, Tensor) {
-    let q = rand_tensor((c.b, c.t, c.nh, c.hd), 1.0, seed);
-    let k = rand_tensor((c.b, c.t, c.nkv, c.hd), 1.0, seed + 1);
-    let v = rand_tensor((c.b, c.t, c.nkv, c.hd), 1.0, seed + 2);
-    let go = rand_tensor((c.b, c.t, c.nh, c.hd), 1.0, seed + 3);
+    let q = triangular(&mut rng(seed), (c.b, c.t, c.nh, c.hd), 1.0);
+    let k = triangular(&mut rng(seed + 1), (c.b, c.t, c.nkv, c.hd), 1.0);
+    let v = triangular(&mut rng(seed + 2), (c.b, c.t, c.nkv, c.hd), 1.0);
+    let go = triangular(&mut rng(seed + 3), (c.b, c.t, c.nh, c.hd), 1.0);
     (q, k, v, go)
 }
 
@@ -168,11 +168,11 @@ fn default_backend_follows_the_input() {
 
 #[test]
 fn rejects_bad_inputs() {
-    let q = rand_tensor((1, 5, 3, 8), 1.0, 1);
-    let k = rand_tensor((1, 5, 2, 8), 1.0, 2);
+    let q = triangular(&mut rng(1), (1, 5, 3, 8), 1.0);
+    let k = triangular(&mut rng(2), (1, 5, 2, 8), 1.0);
     let err = attention::forward(&q, &k, &k, 0.3, None).unwrap_err().to_string();
     assert!(err.contains("not a multiple"), "{err}");
-    let k = rand_tensor((1, 5, 1, 8), 1.0, 2);
+    let k = triangular(&mut rng(2), (1, 5, 1, 8), 1.0);
     let err = attention::forward(&q, &k, &k, 0.3, Some(&[6])).unwrap_err().to_string();
     assert!(err.contains("exceeds"), "{err}");
     let err = attention::forward(&q, &k, &k, 0.3, Some(&[5, 5])).unwrap_err().to_string();

@@ -1,12 +1,12 @@
 //! Fused CPU and composite chunked log-probs against the full-logits autograd reference.
 
-mod grad_check;
+mod support;
 
 use asrl_ops::linear_logprob::{self, LogprobOptions};
 use asrl_ops::Backend;
 use candle_core::{DType, Device, Tensor, Var};
-use grad_check::{assert_close, rand_tensor};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
+use support::{assert_close, rng, triangular};
 
 const TOL: f32 = 1e-4;
 
@@ -19,13 +19,13 @@ struct Inputs {
 }
 
 fn inputs(m: usize, d: usize, vocab: usize, seed: u64) -> Inputs {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let ys: Vec<u32> = (0..m).map(|_| rng.random_range(0..vocab as u32)).collect();
-    let g: Vec<f32> = (0..m).map(|i| if i % 4 == 1 { 0.0 } else { rng.random::<f32>() * 2.0 - 1.0 }).collect();
+    let mut r = rng(seed);
+    let ys: Vec<u32> = (0..m).map(|_| r.random_range(0..vocab as u32)).collect();
+    let g: Vec<f32> = (0..m).map(|i| if i % 4 == 1 { 0.0 } else { r.random::<f32>() * 2.0 - 1.0 }).collect();
     Inputs {
-        h: rand_tensor((m, d), 1.0, seed + 1),
+        h: triangular(&mut rng(seed + 1), (m, d), 1.0),
         // Logits of standard deviation ~2: peaked enough that p is far from uniform.
-        w: rand_tensor((vocab, d), 2.0 / (d as f32).sqrt(), seed + 2),
+        w: triangular(&mut rng(seed + 2), (vocab, d), 2.0 / (d as f32).sqrt()),
         targets: Tensor::from_vec(ys, m, &Device::Cpu).unwrap(),
         dlp: Tensor::from_vec(g, m, &Device::Cpu).unwrap(),
     }

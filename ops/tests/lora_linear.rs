@@ -89,11 +89,11 @@ fn check(specs: &[PartSpec], n: usize, inp: usize, dropout: Option<f32>, seed: u
     for backend in [Backend::FusedCpu, Backend::Composite] {
         let tag = |what: &str| format!("{backend:?} {what}, parts {:?}, dropout {dropout:?}", specs.iter().map(|s| (s.out, s.rank)).collect::<Vec<_>>());
         let (y, saved) = layer.forward_on(backend, &x, mask.as_ref()).unwrap();
-        assert_close(&tag("forward"), &y, &y_ref, 1e-4);
+        assert_close(&y, &y_ref, 1e-4, &tag("forward"));
         for need_dx in [true, false] {
             let g = lora_linear::backward(&saved, &dy, need_dx).unwrap();
             match (&g.dx, need_dx) {
-                (Some(dx), true) => assert_close(&tag("dx"), dx, &dx_ref, 1e-4),
+                (Some(dx), true) => assert_close(dx, &dx_ref, 1e-4, &tag("dx")),
                 (None, false) => {}
                 (dx, _) => panic!("{}: dx is {:?} with need_dx = {need_dx}", tag("dx"), dx.as_ref().map(|t| t.dims().to_vec())),
             }
@@ -101,8 +101,8 @@ fn check(specs: &[PartSpec], n: usize, inp: usize, dropout: Option<f32>, seed: u
             for (i, (got, want)) in g.parts.iter().zip(&pairs_ref).enumerate() {
                 match (got, want) {
                     (Some(got), Some((da, db))) => {
-                        assert_close(&tag(&format!("part {i} dA")), &got.da, da, 1e-4);
-                        assert_close(&tag(&format!("part {i} dB")), &got.db, db, 1e-4);
+                        assert_close(&got.da, da, 1e-4, &tag(&format!("part {i} dA")));
+                        assert_close(&got.db, db, 1e-4, &tag(&format!("part {i} dB")));
                     }
                     (None, None) => {}
                     _ => panic!("{}: part {i} has LoRA grads {} but LoRA {}", tag(""), got.is_some(), want.is_some()),
@@ -160,15 +160,15 @@ fn half_precision_composite_is_close_to_the_f32_reference() {
     let layer = case.layer(DType::F16);
     let (y, saved) = layer.forward(&h(&x), None).unwrap();
     assert_eq!(y.dtype(), DType::F16);
-    assert_close("f16 forward", &y, &y_ref, 2e-2);
+    assert_close(&y, &y_ref, 2e-2, "f16 forward");
     let g = lora_linear::backward(&saved, &h(&dy), true).unwrap();
     assert_eq!(g.dx.as_ref().unwrap().dtype(), DType::F16);
-    assert_close("f16 dx", g.dx.as_ref().unwrap(), &dx_ref, 2e-2);
+    assert_close(g.dx.as_ref().unwrap(), &dx_ref, 2e-2, "f16 dx");
     for (got, want) in g.parts.iter().zip(&pairs_ref) {
         if let (Some(got), Some((da, db))) = (got, want) {
             assert_eq!(got.da.dtype(), DType::F32);
-            assert_close("f16 dA", &got.da, da, 2e-2);
-            assert_close("f16 dB", &got.db, db, 2e-2);
+            assert_close(&got.da, da, 2e-2, "f16 dA");
+            assert_close(&got.db, db, 2e-2, "f16 dB");
         }
     }
 }

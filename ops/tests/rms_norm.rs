@@ -22,17 +22,17 @@ fn check_both_backends(shape: &[usize], seed: u64) {
     // Rows at scales from 0.1 to 3: the normalisation must remove them.
     let mut row_shape = shape.to_vec();
     *row_shape.last_mut().unwrap() = 1;
-    let row_scale = uniform(&mut r, &row_shape, 1.0).abs().unwrap().affine(2.9, 0.1).unwrap();
+    let row_scale = uniform(&mut r, row_shape.as_slice(), 1.0).abs().unwrap().affine(2.9, 0.1).unwrap();
     let x = uniform(&mut r, shape, 1.0).broadcast_mul(&row_scale).unwrap();
     let w = (uniform(&mut r, &[d], 0.5) + 1.0).unwrap();
     let dy = uniform(&mut r, shape, 1.0);
     let (y_ref, dx_ref) = reference_grads(&x, &w, &dy);
     for backend in [Backend::FusedCpu, Backend::Composite] {
         let (y, saved) = rms_norm::forward_on(backend, &x, &w, EPS).unwrap();
-        assert_close(&format!("{backend:?} forward {shape:?}"), &y, &y_ref, 1e-4);
+        assert_close(&y, &y_ref, 1e-4, &format!("{backend:?} forward {shape:?}"));
         assert_eq!(saved.rstd().dims(), [x.elem_count() / d]);
         let dx = rms_norm::backward(&saved, &dy).unwrap();
-        assert_close(&format!("{backend:?} dx {shape:?}"), &dx, &dx_ref, 1e-4);
+        assert_close(&dx, &dx_ref, 1e-4, &format!("{backend:?} dx {shape:?}"));
     }
 }
 
@@ -63,10 +63,10 @@ fn bf16_composite_is_close_to_the_f32_reference() {
     let bf = |t: &Tensor| t.to_dtype(DType::BF16).unwrap();
     let (y, saved) = rms_norm::forward(&bf(&x), &bf(&w), EPS).unwrap();
     assert_eq!(y.dtype(), DType::BF16);
-    assert_close("bf16 forward", &y, &y_ref, 2e-2);
+    assert_close(&y, &y_ref, 2e-2, "bf16 forward");
     let dx = rms_norm::backward(&saved, &bf(&dy)).unwrap();
     assert_eq!(dx.dtype(), DType::BF16);
-    assert_close("bf16 dx", &dx, &dx_ref, 3e-2);
+    assert_close(&dx, &dx_ref, 3e-2, "bf16 dx");
 }
 
 #[test]

@@ -34,9 +34,9 @@ fn check_both_backends(shape: [usize; 4], max_t: usize, seed: u64) {
     assert!(rel_err(&y_ref, &x) > 0.1);
     for backend in [Backend::FusedCpu, Backend::Composite] {
         let y = tabs.forward_on(backend, &x).unwrap();
-        assert_close(&format!("{backend:?} forward {shape:?}"), &y, &y_ref, 1e-4);
+        assert_close(&y, &y_ref, 1e-4, &format!("{backend:?} forward {shape:?}"));
         let dx = tabs.backward_on(backend, &dy).unwrap();
-        assert_close(&format!("{backend:?} dx {shape:?}"), &dx, &dx_ref, 1e-4);
+        assert_close(&dx, &dx_ref, 1e-4, &format!("{backend:?} dx {shape:?}"));
     }
 }
 
@@ -58,7 +58,7 @@ fn backward_undoes_forward() {
     let x = uniform(&mut r, &[2, 13, 4, 16], 1.0);
     for backend in [Backend::FusedCpu, Backend::Composite] {
         let back = tabs.backward_on(backend, &tabs.forward_on(backend, &x).unwrap()).unwrap();
-        assert_close(&format!("{backend:?} inverse"), &back, &x, 1e-5);
+        assert_close(&back, &x, 1e-5, &format!("{backend:?} inverse"));
     }
 }
 
@@ -72,8 +72,8 @@ fn bf16_composite_is_close_to_the_f32_reference() {
     let bf = |t: &Tensor| t.to_dtype(DType::BF16).unwrap();
     let y = tabs.forward(&bf(&x)).unwrap();
     assert_eq!(y.dtype(), DType::BF16);
-    assert_close("bf16 forward", &y, &y_ref, 2e-2);
-    assert_close("bf16 dx", &tabs.backward(&bf(&dy)).unwrap(), &dx_ref, 2e-2);
+    assert_close(&y, &y_ref, 2e-2, "bf16 forward");
+    assert_close(&tabs.backward(&bf(&dy)).unwrap(), &dx_ref, 2e-2, "bf16 dx");
 }
 
 #[test]

@@ -21,13 +21,13 @@ fn check_both_backends(n: usize, i: usize, seed: u64) {
     let (h_ref, dgu_ref) = reference_grads(&gu, &dh);
     for backend in [Backend::FusedCpu, Backend::Composite] {
         let (h, saved) = swiglu::forward_on(backend, &gu).unwrap();
-        assert_close(&format!("{backend:?} forward ({n}, {i})"), &h, &h_ref, 1e-4);
+        assert_close(&h, &h_ref, 1e-4, &format!("{backend:?} forward ({n}, {i})"));
         let dgu = swiglu::backward(&saved, &dh).unwrap();
         assert_eq!(dgu.dims(), [n, 2 * i]);
         // Gate and up halves separately: a swapped or mis-scaled half must not hide in the other's range.
         for (name, off) in [("dg", 0), ("du", i)] {
             let (got, want) = (dgu.narrow(1, off, i).unwrap(), dgu_ref.narrow(1, off, i).unwrap());
-            assert_close(&format!("{backend:?} {name} ({n}, {i})"), &got, &want, 1e-4);
+            assert_close(&got, &want, 1e-4, &format!("{backend:?} {name} ({n}, {i})"));
         }
     }
 }
@@ -51,9 +51,9 @@ fn bf16_composite_is_close_to_the_f32_reference() {
     let bf = |t: &Tensor| t.to_dtype(DType::BF16).unwrap();
     let (h, saved) = swiglu::forward(&bf(&gu)).unwrap();
     assert_eq!(h.dtype(), DType::BF16);
-    assert_close("bf16 forward", &h, &h_ref, 2e-2);
+    assert_close(&h, &h_ref, 2e-2, "bf16 forward");
     let dgu = swiglu::backward(&saved, &bf(&dh)).unwrap();
-    assert_close("bf16 dgu", &dgu, &dgu_ref, 2e-2);
+    assert_close(&dgu, &dgu_ref, 2e-2, "bf16 dgu");
 }
 
 #[test]

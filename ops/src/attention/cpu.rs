@@ -5,7 +5,7 @@
 //! group. At hd = 128, g = 2 the Q block and the O accumulator are 64 KB each, the score tile
 //! 32 KB and a K or V block 32 KB: the working set stays in L2 while K/V stream through.
 //! Products of blocks go to `gemm` (single-threaded inside the rayon tasks); the softmax uses
-//! the vectorised `exp` of `cpu_util`.
+//! the vectorised `exp` of `cpu::simd`.
 //!
 //! Parallelism without races: results are computed head-major, (b, nkv, t, g, hd), so that
 //! every task owns a contiguous piece, and transposed to token-major at the end (a parallel
@@ -20,8 +20,8 @@ use candle_core::Tensor;
 use rayon::prelude::*;
 
 use super::{AttentionSaved, Dims, OP};
-use crate::cpu_util::{dot, exp_affine_sum, matmul, max, F32Slice, Mat, MatMut};
-use crate::{OpError, Result};
+use crate::cpu::{dot, exp_affine_sum, matmul, max, CpuF32, Mat, MatMut};
+use crate::Result;
 
 /// Query tokens per block.
 const BQ: usize = 64;
@@ -63,10 +63,6 @@ impl Ctx<'_> {
     }
 }
 
-fn slice<'a>(t: &'a Tensor, what: &str) -> Result<F32Slice<impl std::ops::Deref<Target = candle_core::Storage> + 'a>> {
-    F32Slice::new(t).ok_or_else(|| OpError::shape(OP, format!("{what} is not a contiguous CPU f32 tensor")))
-}
-
 /// (b, nkv, t, w) -> (b, t, nkv, w), in parallel over tokens.
 fn to_token_major(x: &[f32], b: usize, nkv: usize, t: usize, w: usize) -> Vec<f32> {
     let mut y = vec![0f32; x.len()];
@@ -85,8 +81,8 @@ fn to_token_major(x: &[f32], b: usize, nkv: usize, t: usize, w: usize) -> Vec<f3
 
 /// Output (b, t, nh, hd) and lse (b, nh, t), both f32.
 pub(super) fn forward(q: &Tensor, k: &Tensor, v: &Tensor, d: Dims, scale: f32, lens: Option<&[usize]>) -> Result<(Tensor, Tensor)> {
-    let (qs, ks, vs) = (slice(q, "q")?, slice(k, "k")?, slice(v, "v")?);
-    let ctx = Ctx { d, g: d.group(), scale, q: qs.get(), k: ks.get(), v: vs.get() };
+    let (qs, ks, vs) = (CpuF32::new(q, OP, "q")?, CpuF32::new(k, OP, "k")?, CpuF32::new(v, OP, "v")?);
+    let ctx = Ctx { d, g: d.group(), scale, q: qs.as_slice(), k: ks.as_slice(), v: vs.as_slice() };
     let Dims { b, t, nh, nkv, hd } = d;
     let g = ctx.g;
     // Head-major (b, nkv, t, g, hd) and (b, nkv, t, g).
@@ -165,13 +161,13 @@ fn forward_block(ctx: &Ctx, ws: &mut FwdWork, bi: usize, kh: usize, qb: usize, o
 
 /// dq, dk, dv (f32, the input shapes) from the saved forward and dO (contiguous f32).
 pub(super) fn backward(saved: &AttentionSaved, grad_o: &Tensor, d: Dims, lens: Option<&[usize]>) -> Result<(Tensor, Tensor, Tensor)> {
-    let (qs, ks, vs) = (slice(&saved.q, "q")?, slice(&saved.k, "k")?, slice(&saved.v, "v")?);
-    let (os, ls, dos) = (slice(&saved.o, "o")?, slice(&saved.lse, "lse")?, slice(grad_o, "grad_o")?);
-    let ctx = Ctx { d, g: d.group(), scale: saved.scale as f32, q: qs.get(), k: ks.get(), v: vs.get() };
+    let (qs, ks, vs) = (CpuF32::new(&saved.q, OP, "q")?, CpuF32::new(&saved.k, OP, "k")?, CpuF32::new(&saved.v, OP, "v")?);
+    let (os, ls, dos) = (CpuF32::new(&saved.o, OP, "o")?, CpuF32::new(&saved.lse, OP, "lse")?, CpuF32::new(grad_o, OP, "grad_o")?);
+    let ctx = Ctx { d, g: d.group(), scale: saved.scale as f32, q: qs.as_slice(), k: ks.as_slice(), v: vs.as_slice() };
     let Dims { b, t, nh, nkv, hd } = d;
     let g = ctx.g;
     let len_of = |bi: usize| lens.map_or(t, |l| l[bi]);
-    let (o, lse, dout) = (os.get(), ls.get(), dos.get());
+    let (o, lse, dout) = (os.as_slice(), ls.as_slice(), dos.as_slice());
 
     // D = rowsum(dO ⊙ O), (b, t, nh); rows past their length stay 0 (never read).
     let mut dsum = vec![0f32; b * t * nh];

@@ -6,20 +6,16 @@ use candle_core::Tensor;
 use rayon::prelude::*;
 
 use super::{LogprobSaved, OP};
-use crate::cpu_util::{exp_affine_sum, matmul, max, F32Slice, Mat, MatMut};
-use crate::{OpError, Result};
-
-fn slice<'a>(t: &'a Tensor, what: &str) -> Result<F32Slice<impl std::ops::Deref<Target = candle_core::Storage> + 'a>> {
-    F32Slice::new(t).ok_or_else(|| OpError::shape(OP, format!("{what} is not a contiguous CPU f32 tensor")))
-}
+use crate::cpu::{exp_affine_sum, matmul, max, CpuF32, Mat, MatMut};
+use crate::Result;
 
 /// lp (m) and lse (m), f32.
 pub(super) fn forward(h: &Tensor, w: &Tensor, targets: &Tensor, temperature: f32, chunk: usize) -> Result<(Tensor, Tensor)> {
     let (m, d) = h.dims2()?;
     let vocab = w.dim(0)?;
     let ys = targets.to_vec1::<u32>()?;
-    let (hs, ws) = (slice(h, "h")?, slice(w, "w")?);
-    let (hv, wv) = (hs.get(), ws.get());
+    let (hs, ws) = (CpuF32::new(h, OP, "h")?, CpuF32::new(w, OP, "w")?);
+    let (hv, wv) = (hs.as_slice(), ws.as_slice());
     let wt = Mat::rows(wv, vocab, d, d).t();
     let threads = rayon::current_num_threads();
     let mut logits = vec![0f32; chunk.min(m) * vocab];
@@ -54,8 +50,8 @@ pub(super) fn backward(saved: &LogprobSaved, dlp: &Tensor) -> Result<Tensor> {
     let mut dh = vec![0f32; m * d];
     let chunk = saved.chunk_rows.min(active.len());
     if chunk > 0 {
-        let (hs, ws) = (slice(&saved.h, "h")?, slice(&saved.w, "w")?);
-        let (hv, wv) = (hs.get(), ws.get());
+        let (hs, ws) = (CpuF32::new(&saved.h, OP, "h")?, CpuF32::new(&saved.w, OP, "w")?);
+        let (hv, wv) = (hs.as_slice(), ws.as_slice());
         let wm = Mat::rows(wv, vocab, d, d);
         let threads = rayon::current_num_threads();
         let mut hbuf = vec![0f32; chunk * d];

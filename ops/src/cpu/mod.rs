@@ -1,0 +1,25 @@
+//! Slice-level helpers of the fused CPU f32 kernels.
+//!
+//! The kernels read candle's CPU storage in place (no copy) through [`CpuF32`], write into
+//! plain `Vec<f32>`s and wrap those as tensors at the end ([`tensor`]). Dense products go
+//! through [`matmul`], a bounds-checked wrapper of the `gemm` crate (the one candle's CPU matmul
+//! calls) with explicit strides, so column blocks of a wider matrix and transposed operands
+//! need no copy. [`simd`] holds the lane-parallel reductions and the vectorised `exp` of the
+//! softmax-heavy kernels.
+
+mod matmul;
+mod simd;
+mod slice;
+
+pub(crate) use matmul::{matmul, Mat, MatMut};
+pub(crate) use simd::{dot, exp_affine_sum, max};
+pub(crate) use slice::{tensor, CpuF32};
+
+/// Elements per rayon task for the streaming kernels: large enough that scheduling is noise,
+/// small enough that 16+ threads all get work at the engine's sizes.
+pub(crate) const TASK_ELEMS: usize = 1 << 15;
+
+/// Rows of length `row_len` per rayon task (at least one).
+pub(crate) fn rows_per_task(row_len: usize) -> usize {
+    (TASK_ELEMS / row_len.max(1)).max(1)
+}
