@@ -1,9 +1,11 @@
 //! The benchmarks, each printing the figures its `scripts/bench-*.sh` parses.
 
 pub mod adapter_push;
+pub mod decode;
 pub mod generate;
 pub mod sft;
 
+use asrl_common::model::{Arch, ModelConfig};
 use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
@@ -12,6 +14,8 @@ pub enum BenchCommand {
     Sft(sft::SftArgs),
     /// KV-cached group sampling throughput (scripts/bench-generate.sh).
     Generate(generate::GenerateArgs),
+    /// Decode steps alone, 6 rows at a time (no sampling).
+    Decode(decode::DecodeArgs),
     /// Adapter download over loopback gRPC, reassembled and verified (scripts/bench-adapter-push.sh).
     AdapterPush(adapter_push::AdapterPushArgs),
 }
@@ -20,6 +24,25 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Sft(args) => sft::run(args),
         BenchCommand::Generate(args) => generate::run(&args),
+        BenchCommand::Decode(args) => decode::run(&args),
         BenchCommand::AdapterPush(args) => adapter_push::run(&args),
+    }
+}
+
+/// SmolLM2-135M's shape, for runs without the asset.
+pub fn smollm2_135m() -> ModelConfig {
+    ModelConfig {
+        arch: Arch::Llama,
+        vocab_size: 49152,
+        hidden_size: 576,
+        intermediate_size: 1536,
+        num_hidden_layers: 30,
+        num_attention_heads: 9,
+        num_key_value_heads: 3,
+        head_dim: 64,
+        rope_theta: 100_000.0,
+        rms_norm_eps: 1e-5,
+        tie_word_embeddings: true,
+        max_position_embeddings: 8192,
     }
 }

@@ -7,11 +7,13 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use asrl_common::cli::ModelArgs;
 use asrl_common::config::{LoraConfig, TrainConfig};
-use asrl_common::model::{load, Arch, LoraAdapter, Model, ModelConfig};
+use asrl_common::model::{load, LoraAdapter, Model};
 use asrl_learner::training::{LoraPolicy, MetricsSink, Phase, Policy, SftExample, Trainer};
 use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+use super::smollm2_135m;
 
 #[derive(clap::Args, Debug)]
 #[command(mut_arg("model", |a| a
@@ -29,24 +31,6 @@ pub struct SftArgs {
     /// Timed optimiser steps (after one warm-up step).
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
-}
-
-/// SmolLM2-135M's shape, for runs without the asset.
-fn smollm2_135m() -> ModelConfig {
-    ModelConfig {
-        arch: Arch::Llama,
-        vocab_size: 49152,
-        hidden_size: 576,
-        intermediate_size: 1536,
-        num_hidden_layers: 30,
-        num_attention_heads: 9,
-        num_key_value_heads: 3,
-        head_dim: 64,
-        rope_theta: 100_000.0,
-        rms_norm_eps: 1e-5,
-        tie_word_embeddings: true,
-        max_position_embeddings: 8192,
-    }
 }
 
 pub fn run(args: SftArgs) -> anyhow::Result<()> {
