@@ -22,7 +22,13 @@ pub enum ModelArgsError {
     #[error(transparent)]
     Device(#[from] DeviceError),
     #[error(transparent)]
-    Model(#[from] ModelError),
+    Model(Box<ModelError>),
+}
+
+impl From<ModelError> for ModelArgsError {
+    fn from(e: ModelError) -> Self {
+        Self::Model(Box::new(e))
+    }
 }
 
 /// The model a command loads. Flattened (`#[command(flatten)]`) into every command that loads

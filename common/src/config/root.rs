@@ -23,7 +23,7 @@ pub enum ConfigError {
         path: PathBuf,
         key: Option<String>,
         #[source]
-        source: toml::de::Error,
+        source: Box<toml::de::Error>,
     },
     /// A field that lives elsewhere now.
     #[error("config {path}, line {line}: `{from}` has moved to `{to}`")]
@@ -193,7 +193,7 @@ fn parse_error(text: &str, origin: &Path, source: toml::de::Error) -> ConfigErro
             return ConfigError::Moved { path, line: line_of(text, span.start), from: key.clone(), to };
         }
     }
-    ConfigError::Parse { path, key, source }
+    ConfigError::Parse { path, key, source: Box::new(source) }
 }
 
 #[cfg(test)]
