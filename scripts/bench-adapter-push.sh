@@ -9,7 +9,7 @@
 #
 #   scripts/bench-adapter-push.sh [ITERATIONS]      (default 10)
 #
-# Equivalent: cargo run --release -p asrl-learner --bin asrl-bench-adapter-push -- 10
+# Equivalent: cargo run --release -p asrl-tools -- bench adapter-push 10
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec cargo run --release -q -p asrl-learner --bin asrl-bench-adapter-push -- "${1:-10}"
+exec cargo run --release -q -p asrl-tools -- bench adapter-push "${1:-10}"

@@ -23,10 +23,10 @@ prompt="Natalia sold clips to 48 of her friends in April, and then she sold half
 
 [[ -e "$model" ]] || { echo "error: $model not found (run scripts/fetch-assets.sh)" >&2; exit 2; }
 
-cargo build --release --quiet -p asrl-rollout-worker --bin asrl-bench-generate
+cargo build --release --quiet -p asrl-tools
 target=${CARGO_TARGET_DIR:-$root/target}
 echo "== asrl-rs (candle, f32, $threads threads)"
-rust_out=$(RAYON_NUM_THREADS=$threads "$target/release/asrl-bench-generate" --model "$model" -n "$n" \
+rust_out=$(RAYON_NUM_THREADS=$threads "$target/release/asrl-tools" bench generate --model "$model" -n "$n" \
   --max-new-tokens "$max_new" --repeats "$repeats" --prompt "$prompt")
 echo "$rust_out"
 rust_tps=$(sed -n 's/^tokens_per_s=//p' <<<"$rust_out")

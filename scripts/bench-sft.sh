@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# LoRA SFT throughput: asrl-learner (candle) vs PEFT (torch), same shape, same run.
+# LoRA SFT throughput: asrl-rs (candle, `asrl-tools bench sft`) vs PEFT (torch), same shape, same run.
 #
 # Shape: SmolLM2-135M (30 layers, hidden 576, 9/3 heads, vocab 49152, tied), f32, one sequence of
 # SEQ tokens per step, LoRA r=RANK alpha=2·RANK on all 7 projections, forward + backward + AdamW.
@@ -19,14 +19,14 @@ PYTHON=${PYTHON:-python3}
 PROFILE=${PROFILE:-release}
 
 if [ "$PROFILE" = release ]; then
-  cargo build -q --release -p asrl-learner
-  BIN=${CARGO_TARGET_DIR:-target}/release/asrl-learner
+  cargo build -q --release -p asrl-tools
+  BIN=${CARGO_TARGET_DIR:-target}/release/asrl-tools
 else
-  cargo build -q -p asrl-learner
-  BIN=${CARGO_TARGET_DIR:-target}/debug/asrl-learner
+  cargo build -q -p asrl-tools
+  BIN=${CARGO_TARGET_DIR:-target}/debug/asrl-tools
 fi
 
-candle_out=$("$BIN" bench-sft --seq "$SEQ" --rank "$RANK" --steps "$STEPS")
+candle_out=$("$BIN" bench sft --seq "$SEQ" --rank "$RANK" --steps "$STEPS")
 echo "$candle_out"
 candle_tps=$(echo "$candle_out" | sed -n 's/^candle_tokens_per_second=//p')
 

@@ -13,7 +13,7 @@ cd "$root"
 "$root/scripts/setup.sh"
 
 echo "== building (release)"
-cargo build --release -q -p asrl-learner -p asrl-rollout-worker
+cargo build --release -q -p asrl-learner -p asrl-rollout-worker -p asrl-tools
 bin="$root/target/release"
 config="$root/configs/demo-cpu.toml"
 run_dir="$root/runs/demo-cpu"
@@ -22,11 +22,11 @@ mkdir -p "$run_dir"
 
 echo "== 1. demo data: 300 examples (seed 7) and their check"
 rm -f "$data"
-"$bin/asrl-learner" data generate --out "$data" --count 300 --seed 7 >/dev/null
+"$bin/asrl-tools" demo-data --out "$data" --count 300 --seed 7 >/dev/null
 "$bin/asrl-learner" data check "$data" | head -n 12
 
 echo "== 2. live data: 900/h more examples (seed 8) appended while training runs"
-"$bin/asrl-learner" data generate --out "$data" --seed 8 --append --live --rate 900/h \
+"$bin/asrl-tools" demo-data --out "$data" --seed 8 --append --live --rate 900/h \
   >"$run_dir/live-generator.log" 2>&1 &
 generator=$!
 trap 'kill $generator 2>/dev/null || true' EXIT

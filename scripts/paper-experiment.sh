@@ -31,7 +31,7 @@ done
 (( inject >= 2 && inject <= epochs )) || { echo "error: --inject must be in 2..=--epochs" >&2; exit 2; }
 
 "$root/scripts/setup.sh" >/dev/null
-cargo build --release -q -p asrl-learner -p asrl-rollout-worker
+cargo build --release -q -p asrl-learner -p asrl-rollout-worker -p asrl-tools
 bin="$root/target/release"
 mkdir -p "$out"
 
@@ -39,9 +39,9 @@ mkdir -p "$out"
 base="$out/base.jsonl" injected="$out/injected.jsonl"
 rm -f "$base" "$injected"
 for pattern in simple_qa reasoning_chain mixed; do
-  "$bin/asrl-learner" data generate --out "$base" --append --count 100 --seed 7 --pattern "$pattern" >/dev/null
+  "$bin/asrl-tools" demo-data --out "$base" --append --count 100 --seed 7 --pattern "$pattern" >/dev/null
 done
-"$bin/asrl-learner" data generate --out "$injected" --count 80 --seed 11 --pattern multi_turn >/dev/null
+"$bin/asrl-tools" demo-data --out "$injected" --count 80 --seed 11 --pattern multi_turn >/dev/null
 
 port=50100
 for schedule in $schedules; do

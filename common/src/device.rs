@@ -1,6 +1,10 @@
 //! Device selection shared by every binary: `cpu` or `cuda:N`.
 
+use std::fmt;
+use std::str::FromStr;
+
 use candle_core::Device;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
@@ -15,10 +19,67 @@ pub enum DeviceError {
 }
 
 /// A parsed device string, before any device is opened (config validation needs no GPU).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// The one type for a device everywhere: config fields (`model.device`, `workers.devices`),
+/// `--device` flags (via [`FromStr`]) and the device a worker registers with. Written back as
+/// `cpu` or `cuda:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceSpec {
+    #[default]
     Cpu,
     Cuda(usize),
+}
+
+impl DeviceSpec {
+    /// Opens the device. A CUDA device runs its work on the per-thread default stream of the
+    /// GPU's primary context.
+    pub fn open(self) -> Result<Device, DeviceError> {
+        self.open_with(Device::new_cuda)
+    }
+
+    /// Like [`DeviceSpec::open`], but a CUDA device gets its own stream (see
+    /// [`parse_device_with_own_stream`]).
+    pub fn open_with_own_stream(self) -> Result<Device, DeviceError> {
+        self.open_with(Device::new_cuda_with_stream)
+    }
+
+    fn open_with(self, new_cuda: fn(usize) -> candle_core::Result<Device>) -> Result<Device, DeviceError> {
+        match self {
+            Self::Cpu => Ok(Device::Cpu),
+            Self::Cuda(ordinal) => {
+                new_cuda(ordinal).map_err(|source| DeviceError::Unavailable { spec: self.to_string(), source })
+            }
+        }
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl FromStr for DeviceSpec {
+    type Err = DeviceError;
+    fn from_str(s: &str) -> Result<Self, DeviceError> {
+        parse_device_spec(s)
+    }
+}
+
+impl Serialize for DeviceSpec {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DeviceSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_device_spec(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Parses `cpu`, `cuda` (= `cuda:0`) or `cuda:N` without opening anything.
@@ -38,10 +99,9 @@ pub fn parse_device_spec(spec: &str) -> Result<DeviceSpec, DeviceError> {
     }
 }
 
-/// Parses `cpu`, `cuda` (= `cuda:0`) or `cuda:N` and opens the device. A CUDA device runs its
-/// work on the per-thread default stream of the GPU's primary context.
+/// Parses `cpu`, `cuda` (= `cuda:0`) or `cuda:N` and opens the device ([`DeviceSpec::open`]).
 pub fn parse_device(spec: &str) -> Result<Device, DeviceError> {
-    open(spec, Device::new_cuda)
+    parse_device_spec(spec)?.open()
 }
 
 /// Like [`parse_device`], but a CUDA device gets its own stream (candle's
@@ -53,16 +113,7 @@ pub fn parse_device(spec: &str) -> Result<Device, DeviceError> {
 /// processes already get separate contexts, so there this makes no difference. `cpu` gives the
 /// CPU device. Without the `cuda` feature a `cuda:N` spec fails like it does in [`parse_device`].
 pub fn parse_device_with_own_stream(spec: &str) -> Result<Device, DeviceError> {
-    open(spec, Device::new_cuda_with_stream)
-}
-
-fn open(spec: &str, new_cuda: fn(usize) -> candle_core::Result<Device>) -> Result<Device, DeviceError> {
-    match parse_device_spec(spec)? {
-        DeviceSpec::Cpu => Ok(Device::Cpu),
-        DeviceSpec::Cuda(ordinal) => {
-            new_cuda(ordinal).map_err(|source| DeviceError::Unavailable { spec: spec.to_string(), source })
-        }
-    }
+    parse_device_spec(spec)?.open_with_own_stream()
 }
 
 #[cfg(test)]
@@ -84,6 +135,20 @@ mod tests {
         for bad in ["cuda:", "cuda:-1", "cuda0", "cuda:1:2", "", "metal"] {
             assert!(matches!(parse_device_spec(bad), Err(DeviceError::Invalid(_))), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn specs_round_trip_through_text_and_serde() {
+        for (text, spec) in [("cpu", DeviceSpec::Cpu), ("cuda:0", DeviceSpec::Cuda(0)), ("cuda:7", DeviceSpec::Cuda(7))] {
+            assert_eq!(text.parse::<DeviceSpec>().unwrap(), spec);
+            assert_eq!(spec.to_string(), text);
+            assert_eq!(serde_json::to_value(spec).unwrap(), serde_json::json!(text));
+            assert_eq!(serde_json::from_value::<DeviceSpec>(serde_json::json!(text)).unwrap(), spec);
+        }
+        assert_eq!("cuda".parse::<DeviceSpec>().unwrap().to_string(), "cuda:0");
+        let err = serde_json::from_value::<DeviceSpec>(serde_json::json!("gpu0")).unwrap_err().to_string();
+        assert!(err.contains("gpu0") && err.contains("cuda:N"), "{err}");
+        assert!(DeviceSpec::Cpu.open().unwrap().is_cpu());
     }
 
     #[test]

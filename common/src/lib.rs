@@ -1,5 +1,6 @@
 //! Shared core of asrl-rs, used by both the learner and the rollout workers.
 //!
+//! - [`cli`] (feature `cli`): the clap flags and error convention the binaries share.
 //! - [`config`]: every configuration struct, with the paper's defaults documented in one place.
 //! - [`model`]: the Qwen3/Llama decoder, LoRA adapters, HF + GGUF loading, PEFT adapter files.
 //! - [`tokenizer`]: tokenizer and chat template.
@@ -10,6 +11,8 @@
 //! - [`rollout`]: lease work, completions, rewards and training experiences (plain Rust).
 //! - [`transport`]: gRPC plumbing shared by learner and workers.
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod config;
 pub mod data;
 pub mod device;

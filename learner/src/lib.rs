@@ -2,9 +2,7 @@
 //!
 //! - [`service`]: the `asrl.v1.Learner` gRPC service, lease manager, worker registry.
 //! - [`run`]: the ASRL epoch loop of `asrl-learner train`.
-//! - [`bench`]: the adapter-push benchmark.
 
-pub mod bench;
 pub mod cli;
 pub mod report;
 pub mod run;

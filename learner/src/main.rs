@@ -22,43 +22,27 @@ enum Command {
     Config(cli::config::ConfigArgs),
     /// Per-token log-probabilities of a text under the model (and adapter).
     Score(cli::score::ScoreArgs),
-    /// Inspect a dataset or write demo data.
+    /// Inspect a dataset (demo data: `asrl-tools demo-data`).
     #[command(subcommand)]
     Data(cli::data::DataCommand),
     /// Redraw the per-epoch plots (format accuracy, reward, validation loss) of one or more runs.
     Plot(cli::plot::PlotArgs),
     /// Print Table 1 (format accuracy by epoch, epochs to 90%) and the live-data metric over runs.
     Report(cli::report::ReportArgs),
-    /// LoRA SFT throughput benchmark (scripts/bench-sft.sh).
-    #[command(hide = true)]
-    BenchSft(cli::bench_sft::BenchSftArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => e.exit(), // --help / --version
-        Err(e) => {
-            let msg = e.render().to_string();
-            eprintln!("{}", msg.lines().next().unwrap_or("error: invalid arguments"));
-            return ExitCode::from(2);
-        }
-    };
+    let cli: Cli = asrl_common::cli::parse_or_exit();
     match cli.command {
         Command::Train(_) => asrl_common::telemetry::init_tracing_with(asrl_common::telemetry::SERVICE_LOG),
         _ => asrl_common::telemetry::init_tracing(),
     }
-    let result = match cli.command {
+    asrl_common::cli::exit_code(match cli.command {
         Command::Train(args) => cli::train::run(args).map(|()| ExitCode::SUCCESS),
         Command::Config(args) => cli::config::run(args).map(|()| ExitCode::SUCCESS),
         Command::Score(args) => cli::score::run(args).map(|()| ExitCode::SUCCESS),
         Command::Data(command) => cli::data::run(command),
         Command::Plot(args) => cli::plot::run(args).map(|()| ExitCode::SUCCESS),
         Command::Report(args) => cli::report::run(args).map(|()| ExitCode::SUCCESS),
-        Command::BenchSft(args) => cli::bench_sft::run(args).map(|()| ExitCode::SUCCESS),
-    };
-    result.unwrap_or_else(|e| {
-        eprintln!("error: {}", asrl_common::telemetry::one_line_error(e.as_ref()));
-        ExitCode::from(2)
     })
 }

@@ -26,36 +26,24 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let parsed = match Cli::try_parse() {
-        Ok(parsed) => parsed,
-        Err(e) if !e.use_stderr() => e.exit(), // --help / --version
-        Err(e) => {
-            let msg = e.render().to_string();
-            eprintln!("{}", msg.lines().next().unwrap_or("error: invalid arguments"));
-            return ExitCode::from(2);
-        }
-    };
+    let parsed: Cli = asrl_common::cli::parse_or_exit();
     match parsed.command {
         Command::Run(_) => asrl_common::telemetry::init_tracing_with(asrl_common::telemetry::SERVICE_LOG),
         _ => asrl_common::telemetry::init_tracing(),
     }
-    let result = match parsed.command {
-        Command::Generate(args) => cli::generate::run(args),
-        Command::Run(args) => run(args),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", asrl_common::telemetry::one_line_error(e.as_ref()));
-            ExitCode::from(2)
+    asrl_common::cli::exit_code(
+        match parsed.command {
+            Command::Generate(args) => cli::generate::run(args),
+            Command::Run(args) => run(args),
         }
-    }
+        .map(|()| ExitCode::SUCCESS),
+    )
 }
 
 fn run(args: cli::RunArgs) -> anyhow::Result<()> {
     let resolved = args.resolve()?;
-    let device = asrl_common::device::parse_device(&args.device)?;
-    let loaded = asrl_common::model::load(&resolved.model, &device, resolved.dtype)
+    let device = args.model.device.open()?;
+    let loaded = asrl_common::model::load(&resolved.model, &device, resolved.dtype.to_candle())
         .with_context(|| format!("loading model {}", resolved.model.display()))?;
     let engine = ModelEngine::new(loaded);
     let rewards = RewardScorer::from_config(&resolved.reward)?;

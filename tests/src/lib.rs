@@ -41,8 +41,8 @@ fn profile_dir() -> PathBuf {
 }
 
 /// Path of workspace binary `name` (e.g. `asrl-learner`), built once per test process with
-/// `cargo build -p asrl-learner -p asrl-rollout-worker --bins` into the target dir and profile
-/// this test runs from, so it is never stale.
+/// `cargo build -p asrl-learner -p asrl-rollout-worker -p asrl-tools --bins` into the target dir
+/// and profile this test runs from, so it is never stale.
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let dir = profile_dir();
@@ -51,7 +51,7 @@ pub fn binary(name: &str) -> PathBuf {
         let target = dir.parent().expect("target dir");
         let mut cmd = Command::new(cargo);
         cmd.current_dir(repo_root())
-            .args(["build", "--bins", "-p", "asrl-learner", "-p", "asrl-rollout-worker"])
+            .args(["build", "--bins", "-p", "asrl-learner", "-p", "asrl-rollout-worker", "-p", "asrl-tools"])
             .env("CARGO_TARGET_DIR", target);
         if dir.file_name().is_some_and(|p| p == "release") {
             cmd.arg("--release");

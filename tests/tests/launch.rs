@@ -9,8 +9,8 @@ use asrl_tests::{binary, fixture, free_port, repo_root, KillOnDrop};
 
 fn setup(dir: &Path, epochs: usize) -> PathBuf {
     let data = dir.join("data.jsonl");
-    let out = Command::new(binary("asrl-learner"))
-        .args(["data", "generate", "--count", "40", "--seed", "2", "--out"])
+    let out = Command::new(binary("asrl-tools"))
+        .args(["demo-data", "--count", "40", "--seed", "2", "--out"])
         .arg(&data)
         .output()
         .unwrap();
@@ -33,8 +33,9 @@ questions_per_epoch = 2
 sft_examples_per_epoch = 4
 [run]
 dir = "{run}"
+[learner]
+addr = "127.0.0.1:{port}"
 [workers]
-learner_addr = "127.0.0.1:{port}"
 devices = ["cpu", "cpu"]
 [data]
 path = "{data}"

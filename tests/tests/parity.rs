@@ -313,7 +313,7 @@ fn bad_model_path_exits_2_with_one_error_line() {
     for (bin, args) in [
         ("asrl-learner", vec!["score", "--text", "hi", "--model"]),
         ("asrl-rollout-worker", vec!["generate", "--prompt", "hi", "--model"]),
-        ("asrl-bench-generate", vec!["--model"]),
+        ("asrl-tools", vec!["bench", "generate", "--model"]),
     ] {
         let out = Command::new(binary(bin)).args(&args).arg(&missing).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{bin}: exit status; stderr: {}", String::from_utf8_lossy(&out.stderr));

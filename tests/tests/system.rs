@@ -32,8 +32,8 @@ sft_examples_per_epoch = 8
 [run]
 dir = "{run}"
 seed = 5
-[workers]
-learner_addr = "{addr}"
+[learner]
+addr = "{addr}"
 [data]
 path = "{data}"
 [sft]
@@ -67,8 +67,8 @@ params = {{ pattern = "[aeiou]{{2}}" }}
 }
 
 fn generate_data(path: &Path, count: usize, seed: u64) {
-    let out = Command::new(binary("asrl-learner"))
-        .args(["data", "generate", "--count", &count.to_string(), "--seed", &seed.to_string(), "--out"])
+    let out = Command::new(binary("asrl-tools"))
+        .args(["demo-data", "--count", &count.to_string(), "--seed", &seed.to_string(), "--out"])
         .arg(path)
         .output()
         .unwrap();

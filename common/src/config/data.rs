@@ -13,7 +13,8 @@ pub struct DataConfig {
     pub path: Option<PathBuf>,
     /// File inside a directory `path` that live additions are appended to. Default `live.jsonl`.
     pub live_file: String,
-    /// Examples whose prompt + response exceed this many tokens are filtered out. Default 2000.
+    /// Examples whose prompt + response exceed this many tokens are filtered out (from every
+    /// split, and SFT never sees a longer one). Default 2000.
     pub max_seq_len: usize,
     /// Lines longer than this many bytes are reported as bad without being parsed. Default 1 MiB.
     pub max_line_bytes: usize,

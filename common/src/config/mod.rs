@@ -6,6 +6,8 @@
 mod data;
 mod eval;
 mod grpc;
+mod keys;
+mod learner;
 mod leases;
 mod lora;
 mod reward;
@@ -21,6 +23,7 @@ pub use data::DataConfig;
 pub use eval::EvalConfig;
 pub use grpc::{GrpcClientConfig, GrpcServerConfig, DEFAULT_MAX_MESSAGE_BYTES};
 pub use leases::LeaseConfig;
+pub use learner::LearnerConfig;
 pub use lora::{LoraConfig, LoraTarget};
 pub use reward::{RewardComponentConfig, RewardConfig};
 pub use model::{ModelSection, WeightDtype};

@@ -2,9 +2,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::keys::{key_at, line_of, moved_to};
 use super::{
-    CheckpointConfig, DataConfig, EvalConfig, GrpoConfig, LeaseConfig, LoraConfig, ModelSection, OptimiserConfig,
-    RewardConfig, RunConfig, SamplingParams, ScheduleConfig, SftConfig, TrainConfig, WorkersConfig,
+    CheckpointConfig, DataConfig, EvalConfig, GrpoConfig, LeaseConfig, LearnerConfig, LoraConfig, ModelSection,
+    OptimiserConfig, RewardConfig, RunConfig, SamplingParams, ScheduleConfig, SftConfig, TrainConfig, WorkersConfig,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -15,13 +16,18 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// Syntax errors and unknown or mistyped fields; toml's message names the field, line and column.
-    #[error("config {path}: {source}")]
+    /// Syntax errors and unknown or mistyped fields; toml's message names the line and column,
+    /// `key` the dotted field when the error points at one.
+    #[error("config {path}: {}{source}", key.as_ref().map(|k| format!("`{k}`: ")).unwrap_or_default())]
     Parse {
         path: PathBuf,
+        key: Option<String>,
         #[source]
-        source: toml::de::Error,
+        source: Box<toml::de::Error>,
     },
+    /// A field that lives elsewhere now.
+    #[error("config {path}, line {line}: `{from}` has moved to `{to}`")]
+    Moved { path: PathBuf, line: usize, from: String, to: &'static str },
     #[error("config {path}: `{field}` {message}")]
     Invalid { path: PathBuf, field: &'static str, message: String },
     #[error("cannot serialise config: {0}")]
@@ -39,6 +45,8 @@ pub struct AsrlConfig {
     pub sampling: SamplingParams,
     pub schedule: ScheduleConfig,
     pub run: RunConfig,
+    /// The learner's endpoint: address, auth token, message limit.
+    pub learner: LearnerConfig,
     pub workers: WorkersConfig,
     /// Rollout leases: prompts per lease, timeouts, heartbeats.
     pub leases: LeaseConfig,
@@ -61,8 +69,7 @@ impl AsrlConfig {
 
     /// Parses and validates `text`; `origin` names the source in errors.
     pub fn from_toml_str(text: &str, origin: &Path) -> Result<Self, ConfigError> {
-        let cfg: Self = toml::from_str(text)
-            .map_err(|source| ConfigError::Parse { path: origin.to_path_buf(), source })?;
+        let cfg: Self = toml::from_str(text).map_err(|source| parse_error(text, origin, source))?;
         cfg.validate(origin)?;
         Ok(cfg)
     }
@@ -71,13 +78,15 @@ impl AsrlConfig {
         Ok(toml::to_string_pretty(self)?)
     }
 
-    /// The trainer's sections, checkpoints resolved against `run.dir` when relative.
+    /// The trainer's sections, checkpoints resolved against `run.dir` when relative; the SFT
+    /// length limit is `data.max_seq_len`.
     pub fn train_config(&self) -> TrainConfig {
         let mut checkpoint = self.checkpoint.clone();
         if checkpoint.dir.is_relative() {
             checkpoint.dir = self.run.dir.join(&checkpoint.dir);
         }
-        TrainConfig { sft: self.sft.clone(), grpo: self.grpo.clone(), optimiser: self.optimizer.clone(), checkpoint }
+        let sft = SftConfig { max_seq_len: self.data.max_seq_len, ..self.sft.clone() };
+        TrainConfig { sft, grpo: self.grpo.clone(), optimiser: self.optimizer.clone(), checkpoint }
     }
 
     /// Lease settings of the learner's service; staleness comes from `grpo.max_staleness`.
@@ -90,17 +99,11 @@ impl AsrlConfig {
         let bad = |field: &'static str, message: String| {
             Err(ConfigError::Invalid { path: origin.to_path_buf(), field, message })
         };
-        if !is_device_spec(&self.model.device) {
-            return bad("model.device", format!("is {:?}: expected `cpu`, `cuda` or `cuda:N`", self.model.device));
+        if !is_host_port(&self.learner.addr) {
+            return bad("learner.addr", format!("is {:?}: expected host:port", self.learner.addr));
         }
-        if let Some(d) = self.workers.devices.iter().find(|d| !is_device_spec(d)) {
-            return bad("workers.devices", format!("contains {d:?}: expected `cpu`, `cuda` or `cuda:N`"));
-        }
-        if !is_host_port(&self.workers.learner_addr) {
-            return bad("workers.learner_addr", format!("is {:?}: expected host:port", self.workers.learner_addr));
-        }
-        if self.workers.max_message_mib == 0 {
-            return bad("workers.max_message_mib", "must be at least 1".into());
+        if self.learner.max_message_mib == 0 {
+            return bad("learner.max_message_mib", "must be at least 1".into());
         }
         let s = &self.schedule;
         if s.epochs == 0 {
@@ -181,12 +184,16 @@ fn is_host_port(addr: &str) -> bool {
     addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
-/// `cpu`, `cuda` or `cuda:N`, checked without opening the device.
-fn is_device_spec(spec: &str) -> bool {
-    let s = spec.trim();
-    s.eq_ignore_ascii_case("cpu")
-        || s == "cuda"
-        || s.strip_prefix("cuda:").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+/// A toml error with the dotted key it points at; a field that moved is reported as such.
+fn parse_error(text: &str, origin: &Path, source: toml::de::Error) -> ConfigError {
+    let path = origin.to_path_buf();
+    let key = source.span().and_then(|span| key_at(text, span.start));
+    if let (Some(key), Some(span)) = (&key, source.span()) {
+        if let Some(to) = moved_to(key) {
+            return ConfigError::Moved { path, line: line_of(text, span.start), from: key.clone(), to };
+        }
+    }
+    ConfigError::Parse { path, key, source: Box::new(source) }
 }
 
 #[cfg(test)]
@@ -204,7 +211,7 @@ mod tests {
         assert_eq!(cfg, AsrlConfig::default());
         assert_eq!(cfg.schedule.patience, 3);
         assert_eq!(cfg.schedule.questions_per_epoch, 8);
-        assert_eq!(cfg.workers.learner_addr, "127.0.0.1:50051");
+        assert_eq!(cfg.learner.addr, "127.0.0.1:50051");
         assert_eq!(cfg.sampling.n, 6);
     }
 
@@ -215,13 +222,13 @@ mod tests {
         assert_eq!(cfg.schedule.monitor, Monitor::FormatAccuracy);
         assert_eq!(cfg.schedule.patience, 3);
         assert_eq!(cfg.model.dtype, WeightDtype::F32);
-        assert_eq!(cfg.model.device, "cpu");
+        assert_eq!(cfg.model.device, crate::device::DeviceSpec::Cpu);
     }
 
     #[test]
     fn unknown_field_in_every_section_is_named_with_the_file() {
         for section in
-            ["model", "lora", "sampling", "schedule", "run", "workers", "leases", "data", "sft", "grpo", "optimizer", "checkpoint", "eval"]
+            ["model", "lora", "sampling", "schedule", "run", "learner", "workers", "leases", "data", "sft", "grpo", "optimizer", "checkpoint", "eval"]
         {
             let err = parse(&format!("[{section}]\nbogus_knob = 1\n")).unwrap_err();
             let msg = err.to_string();
@@ -265,9 +272,38 @@ mod tests {
         let msg = parse("[workers]\ndevices = [\"cpu\", \"cuda:x\"]\n").unwrap_err().to_string();
         assert!(msg.contains("workers.devices") && msg.contains("cuda:x"), "{msg}");
         assert!(parse("[workers]\ndevices = [\"cpu\", \"cuda\", \"cuda:1\"]\n").is_ok());
-        let msg = parse("[workers]\nlearner_addr = \"localhost\"\n").unwrap_err().to_string();
-        assert!(msg.contains("workers.learner_addr"), "{msg}");
-        assert!(parse("[workers]\nlearner_addr = \"[::1]:7000\"\n").is_ok());
+        let msg = parse("[learner]\naddr = \"localhost\"\n").unwrap_err().to_string();
+        assert!(msg.contains("learner.addr"), "{msg}");
+        assert!(parse("[learner]\naddr = \"[::1]:7000\"\n").is_ok());
+    }
+
+    #[test]
+    fn moved_fields_name_their_new_home_and_line() {
+        for (text, from, to, line) in [
+            ("[run]\nseed = 1\n[sft]\nmax_seq_len = 512\n", "sft.max_seq_len", "data.max_seq_len", 4),
+            ("[workers]\nlearner_addr = \"127.0.0.1:1\"\n", "workers.learner_addr", "learner.addr", 2),
+            ("[workers]\ndevices = []\nauth_token = \"t\"\n", "workers.auth_token", "learner.auth_token", 3),
+            ("[workers]\nmax_message_mib = 8\n", "workers.max_message_mib", "learner.max_message_mib", 2),
+        ] {
+            let msg = parse(text).unwrap_err().to_string();
+            let want = format!("config configs/test.toml, line {line}: `{from}` has moved to `{to}`");
+            assert_eq!(msg, want);
+        }
+        // The one length limit reaches the trainer.
+        let cfg = parse("[data]\nmax_seq_len = 512\n").unwrap();
+        assert_eq!(cfg.train_config().sft.max_seq_len, 512);
+        assert!(!cfg.to_toml_string().unwrap().contains("[sft]\nmax_seq_len"));
+    }
+
+    #[test]
+    fn typed_values_are_rejected_with_their_key_and_line() {
+        let msg = parse("[run]\nseed = 1\n[model]\ndevice = \"gpu0\"\n").unwrap_err().to_string();
+        assert!(msg.contains("`model.device`") && msg.contains("line 4") && msg.contains("gpu0"), "{msg}");
+        let msg = parse("[model]\ndtype = \"f8\"\n").unwrap_err().to_string();
+        assert!(msg.contains("`model.dtype`") && msg.contains("line 2"), "{msg}");
+        let cfg = parse("[model]\ndevice = \"cuda\"\n[workers]\ndevices = [\"cpu\", \"cuda:1\"]\n").unwrap();
+        assert_eq!(cfg.model.device, crate::device::DeviceSpec::Cuda(0));
+        assert_eq!(cfg.workers.devices, [crate::device::DeviceSpec::Cpu, crate::device::DeviceSpec::Cuda(1)]);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 use serde::{Deserialize, Serialize};
 
-/// Which phases each epoch runs (see `asrl_learner::schedule` for the exact plans).
+/// Which phases each epoch runs (see `asrl_learner::schedule` for the exact plans). Also the
+/// value of `asrl-learner train --schedule` (with the `cli` feature).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum ScheduleKind {
     /// The paper: an SFT phase, then a GRPO phase, every epoch.

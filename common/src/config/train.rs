@@ -11,7 +11,10 @@ pub struct SftConfig {
     /// Micro-batches per optimiser step. Default 16 (paper).
     pub grad_accum_steps: usize,
     /// Examples with more tokens (prompt + response) are skipped and counted, never truncated.
-    /// Default 2000 (paper).
+    /// Default 2000 (paper). Not a TOML field: [`AsrlConfig::train_config`](super::AsrlConfig::train_config)
+    /// sets it from `data.max_seq_len`, the one length limit, which already drops such examples
+    /// when the dataset is read.
+    #[serde(skip)]
     pub max_seq_len: usize,
 }
 

@@ -1,16 +1,14 @@
-//! The training data: a live JSONL dataset with a stable hash split, bad-line reports,
-//! durable appends, and the demo data generator.
+//! The training data: a live JSONL dataset with a stable hash split, bad-line reports and
+//! durable appends (the demo data generator is `asrl-tools demo-data`).
 //!
 //! - [`parse_value`] / [`parse_line`]: the one validator (loading and appending).
 //! - [`LiveDataset::snapshot`]: re-scan the source, get a frozen [`Snapshot`] per epoch.
 //! - [`append_json`] / [`append_examples`]: durable live additions.
-//! - [`generate`]: checkable demo examples in the paper's dual-brain format.
 
 mod append;
 pub mod context;
 mod encode;
 mod example;
-pub mod generate;
 mod live;
 mod reader;
 mod split;

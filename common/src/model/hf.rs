@@ -17,16 +17,6 @@ pub struct LoadedModel {
     pub name: String,
 }
 
-/// Parses a `--dtype` value: `f32`, `bf16` or `f16`.
-pub fn parse_dtype(s: &str) -> Result<DType, ModelError> {
-    match s.to_ascii_lowercase().as_str() {
-        "f32" | "float32" => Ok(DType::F32),
-        "bf16" | "bfloat16" => Ok(DType::BF16),
-        "f16" | "float16" => Ok(DType::F16),
-        _ => Err(ModelError::Input(format!("dtype {s:?} is not supported (expected f32, bf16 or f16)"))),
-    }
-}
-
 /// Loads an HF model dir (config.json, *.safetensors [+ index], tokenizer files) or a `.gguf` file.
 pub fn load(path: &Path, device: &Device, dtype: DType) -> Result<LoadedModel, ModelError> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string());

@@ -21,7 +21,7 @@ mod transformer;
 pub use cache::KvCache;
 pub use config::{Arch, ModelConfig};
 pub use error::ModelError;
-pub use hf::{load, load_hf_model, parse_dtype, LoadedModel};
+pub use hf::{load, load_hf_model, LoadedModel};
 pub use logprobs::token_logprobs;
 pub use lora::{peft_key, LoraAdapter};
 pub use peft::{lora_config_from_peft, peft_config_json, ADAPTER_CONFIG, ADAPTER_WEIGHTS};

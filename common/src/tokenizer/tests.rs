@@ -1,4 +1,5 @@
 use super::*;
+use candle_core::quantized::gguf_file;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

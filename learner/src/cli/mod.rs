@@ -1,6 +1,5 @@
 //! Subcommands of the `asrl-learner` binary; `main.rs` only dispatches.
 
-pub mod bench_sft;
 pub mod config;
 pub mod data;
 pub mod plot;

@@ -1,43 +1,28 @@
 //! `asrl-learner score`: log p(tokens[i] | tokens[<i]) of a text, through the training path.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use asrl_common::device::parse_device;
-use asrl_common::model::{load, parse_dtype, token_logprobs, LoraAdapter};
+use asrl_common::cli::ModelArgs;
+use asrl_common::model::token_logprobs;
 use candle_core::Tensor;
 
 #[derive(clap::Args, Debug)]
+#[command(mut_arg("model", |a| a.required(true)))]
 pub struct ScoreArgs {
-    /// HF model directory or .gguf file.
-    #[arg(long)]
-    pub model: PathBuf,
-    /// PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors).
-    #[arg(long)]
-    pub adapter: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Text to score, tokenised without special tokens.
     #[arg(long)]
     pub text: String,
     /// Print `{"tokens":[...],"logprobs":[null, ...]}`.
     #[arg(long)]
     pub json: bool,
-    /// `cpu` or `cuda:N`.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Weight dtype: f32, bf16 or f16.
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
 }
 
 pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
-    let device = parse_device(&args.device)?;
-    let dtype = parse_dtype(&args.dtype)?;
-    let loaded = load(&args.model, &device, dtype)?;
-    let adapter = match &args.adapter {
-        Some(dir) => Some(LoraAdapter::load_peft(dir, loaded.model.config(), &device)?),
-        None => None,
-    };
+    let (loaded, adapter) = args.model.load()?;
+    let device = loaded.model.device().clone();
     let tokens = loaded.tokenizer.encode(&args.text, false)?;
     if tokens.is_empty() {
         bail!("--text has no tokens");

@@ -29,16 +29,16 @@ pub struct TrainArgs {
     /// Dataset: a JSONL file or a directory of them (overrides `data.path`).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Schedule: asrl, sft, grpo, sequential, ares or adaptive (overrides `schedule.kind`).
-    #[arg(long)]
-    pub schedule: Option<String>,
+    /// Schedule (overrides `schedule.kind`).
+    #[arg(long, value_enum)]
+    pub schedule: Option<ScheduleKind>,
     /// Maximum epochs (overrides `schedule.epochs`).
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Seed of every RNG of the run (overrides `run.seed`).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// host:port the learner listens on (overrides `workers.learner_addr`; port 0 picks one).
+    /// host:port the learner listens on (overrides `learner.addr`; port 0 picks one).
     #[arg(long)]
     pub bind: Option<String>,
     /// Write the bound address to this file once the service is up (for scripts and tests).
@@ -58,9 +58,8 @@ pub fn resolve_config(args: &TrainArgs) -> anyhow::Result<AsrlConfig> {
     if let Some(data) = &args.data {
         cfg.data.path = Some(data.clone());
     }
-    if let Some(kind) = &args.schedule {
-        cfg.schedule.kind = serde_json::from_value::<ScheduleKind>(serde_json::Value::String(kind.clone()))
-            .map_err(|_| anyhow::anyhow!("--schedule {kind:?}: expected asrl, sft, grpo, sequential, ares or adaptive"))?;
+    if let Some(kind) = args.schedule {
+        cfg.schedule.kind = kind;
     }
     if let Some(epochs) = args.epochs {
         cfg.schedule.epochs = epochs;
@@ -69,7 +68,7 @@ pub fn resolve_config(args: &TrainArgs) -> anyhow::Result<AsrlConfig> {
         cfg.run.seed = seed;
     }
     if let Some(bind) = &args.bind {
-        cfg.workers.learner_addr = bind.clone();
+        cfg.learner.addr = bind.clone();
     }
     // Overrides are checked like the file's own values, named by the file they override.
     cfg.validate(&args.config)?;
@@ -77,17 +76,16 @@ pub fn resolve_config(args: &TrainArgs) -> anyhow::Result<AsrlConfig> {
 }
 
 fn server_config(cfg: &AsrlConfig) -> anyhow::Result<GrpcServerConfig> {
-    let addr = &cfg.workers.learner_addr;
+    let addr = &cfg.learner.addr;
     let bind: SocketAddr = addr
         .to_socket_addrs()
-        .with_context(|| format!("workers.learner_addr {addr:?}"))?
+        .with_context(|| format!("learner.addr {addr:?}"))?
         .next()
-        .with_context(|| format!("workers.learner_addr {addr:?} resolves to no address"))?;
-    let token = cfg.workers.auth_token.trim();
+        .with_context(|| format!("learner.addr {addr:?} resolves to no address"))?;
     Ok(GrpcServerConfig {
         bind,
-        auth_token: (!token.is_empty()).then(|| token.to_string()),
-        max_message_bytes: cfg.workers.max_message_mib << 20,
+        auth_token: cfg.learner.token(),
+        max_message_bytes: cfg.learner.max_message_bytes(),
         ..Default::default()
     })
 }
@@ -208,5 +206,33 @@ fn print_summary(s: &RunSummary) {
     });
     for p in &s.plots {
         println!("  {}", p.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        train: TrainArgs,
+    }
+
+    #[test]
+    fn flags_override_the_config_and_are_typed() {
+        let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/demo-cpu.toml");
+        let parse = |extra: &[&str]| Cli::try_parse_from(["train", "--config", config].iter().chain(extra)).map(|c| c.train);
+        let args = parse(&["--schedule", "ares", "--bind", "127.0.0.1:0", "--epochs", "2"]).unwrap();
+        let cfg = resolve_config(&args).unwrap();
+        assert_eq!((cfg.schedule.kind, cfg.schedule.epochs), (ScheduleKind::Ares, 2));
+        assert_eq!(server_config(&cfg).unwrap().bind.port(), 0);
+        assert_eq!(server_config(&cfg).unwrap().max_message_bytes, cfg.learner.max_message_mib << 20);
+        let err = parse(&["--schedule", "alternate"]).unwrap_err().to_string();
+        assert!(err.contains("alternate") && err.contains("sequential"), "{err}");
+        let bad_bind = parse(&["--bind", "nowhere"]).unwrap();
+        assert!(resolve_config(&bad_bind).unwrap_err().to_string().contains("learner.addr"));
     }
 }

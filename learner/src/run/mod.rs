@@ -155,8 +155,7 @@ pub struct EpochLoop {
 impl EpochLoop {
     /// Loads the base model the config names (before the service starts: it needs the vocab).
     pub fn load_model(cfg: &AsrlConfig) -> Result<LoadedModel, RunError> {
-        let device = asrl_common::device::parse_device(&cfg.model.device)
-            .map_err(|e| RunError::Config(format!("model.device: {e}")))?;
+        let device = cfg.model.device.open().map_err(|e| RunError::Config(format!("model.device: {e}")))?;
         let started = Instant::now();
         let loaded = asrl_common::model::load(&cfg.model.path, &device, cfg.model.dtype.to_candle())?;
         tracing::info!(model = %cfg.model.path.display(), secs = started.elapsed().as_secs_f64(), "model loaded");

@@ -277,7 +277,7 @@ impl Learner for LearnerService {
         if r.name.is_empty() || r.name.len() > 256 {
             return Err(reject("Register", Status::invalid_argument("name: must be 1 to 256 bytes")));
         }
-        if r.device != "cpu" && !r.device.starts_with("cuda") {
+        if r.device.parse::<asrl_common::device::DeviceSpec>().is_err() {
             return Err(reject("Register", Status::invalid_argument(format!("device: {:?} is not `cpu` or `cuda:N`", r.device))));
         }
         let interval = self.shared.opts.leases.heartbeat_interval_ms;

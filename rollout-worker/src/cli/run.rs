@@ -4,7 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use asrl_common::config::{AsrlConfig, ConfigError, GrpcClientConfig, GrpcServerConfig, RewardConfig};
+use asrl_common::cli::ModelArgs;
+use asrl_common::config::{
+    AsrlConfig, ConfigError, GrpcClientConfig, GrpcServerConfig, RewardConfig, WeightDtype, DEFAULT_MAX_MESSAGE_BYTES,
+};
 use asrl_common::rollout::RewardFn;
 use clap::Args;
 
@@ -13,26 +16,21 @@ use crate::status::{serve_worker_status, WorkerStatusHandle};
 use crate::worker::{run_worker, WorkerOptions};
 
 #[derive(Debug, Clone, Args)]
+#[command(mut_arg("model", |a| a.help("Base model the learner trains (the learner's `model.path`): an HF model dir or a .gguf file. Required without --config")))]
+#[command(mut_arg("adapter", |a| a.hide(true)))]
 pub struct RunArgs {
     /// The learner's run config (TOML): supplies the model (`[model]` path and dtype), the reward
-    /// (`[reward]`), the learner address and the auth token, so workers score exactly as
-    /// configured. Flags override it.
+    /// (`[reward]`), the learner address, auth token and message limit (`[learner]`), so workers
+    /// score exactly as configured. Flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Base model the learner trains: an HF model dir or a .gguf file (same as the learner's).
-    /// Required without --config.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Weight dtype: f32, bf16 or f16 (default: the config's `model.dtype`, else f32).
-    #[arg(long)]
-    pub dtype: Option<String>,
+    // `--device` is this worker's own: the config's `model.device` is the learner's.
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Learner URL, e.g. http://127.0.0.1:50051 (https:// needs the `tls` feature). Default:
-    /// http:// + the config's `workers.learner_addr`.
+    /// http:// + the config's `learner.addr`.
     #[arg(long)]
     pub learner: Option<String>,
-    /// Device to generate on: `cpu` or `cuda:N`.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
     /// Name shown in the learner's status (default: hostname-pid).
     #[arg(long)]
     pub name: Option<String>,
@@ -57,15 +55,18 @@ pub struct RunArgs {
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub model: PathBuf,
-    pub dtype: candle_core::DType,
+    pub dtype: WeightDtype,
     pub learner: String,
     pub token: Option<String>,
+    /// `learner.max_message_mib` of the config, else the client default.
+    pub max_message_bytes: usize,
     pub reward: RewardConfig,
 }
 
 impl RunArgs {
     /// Merges `--config` (when given) with the flags; flags win.
     pub fn resolve(&self) -> anyhow::Result<Resolved> {
+        self.model.no_adapter("a worker samples with the adapter the learner sends")?;
         let cfg = match &self.config {
             Some(path) => Some(AsrlConfig::load(path)?),
             None => None,
@@ -75,27 +76,27 @@ impl RunArgs {
             field,
             message: message.into(),
         };
-        let model = match (&self.model, &cfg) {
+        let model = match (&self.model.model, &cfg) {
             (Some(m), _) => m.clone(),
             (None, Some(c)) => c.model.path.clone(),
             (None, None) => return Err(missing("--model", "is required without --config").into()),
         };
-        let dtype = match (&self.dtype, &cfg) {
-            (Some(d), _) => asrl_common::model::parse_dtype(d)?,
-            (None, Some(c)) => c.model.dtype.to_candle(),
-            (None, None) => candle_core::DType::F32,
+        let dtype = match (self.model.dtype, &cfg) {
+            (Some(d), _) => d,
+            (None, Some(c)) => c.model.dtype,
+            (None, None) => WeightDtype::F32,
         };
         let learner = match (&self.learner, &cfg) {
             (Some(l), _) => l.clone(),
-            (None, Some(c)) => format!("http://{}", c.workers.learner_addr),
+            (None, Some(c)) => format!("http://{}", c.learner.addr),
             (None, None) => return Err(missing("--learner", "is required without --config").into()),
         };
-        let config_token = cfg.as_ref().map(|c| c.workers.auth_token.trim().to_string()).filter(|t| !t.is_empty());
         Ok(Resolved {
             model,
             dtype,
             learner,
-            token: self.token.clone().or(config_token),
+            token: self.token.clone().or_else(|| cfg.as_ref().and_then(|c| c.learner.token())),
+            max_message_bytes: cfg.as_ref().map_or(DEFAULT_MAX_MESSAGE_BYTES, |c| c.learner.max_message_bytes()),
             reward: cfg.map(|c| c.reward).unwrap_or_default(),
         })
     }
@@ -110,10 +111,11 @@ impl RunArgs {
                 url: resolved.learner.clone(),
                 auth_token: resolved.token.clone(),
                 tls_ca: self.tls_ca.clone(),
+                max_message_bytes: resolved.max_message_bytes,
                 ..Default::default()
             },
             name,
-            device: self.device.clone(),
+            device: self.model.device.to_string(),
             capabilities: Vec::new(),
             max_prompts: self.max_prompts,
         }
@@ -149,4 +151,55 @@ pub async fn run<E: RolloutEngine>(
     let result = run_worker(opts, engine, reward, status, rx).await;
     server.shutdown_within(std::time::Duration::from_secs(5)).await?;
     Ok(result?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn args(a: &[&str]) -> RunArgs {
+        Cli::try_parse_from(std::iter::once("run").chain(a.iter().copied())).unwrap().run
+    }
+
+    #[test]
+    fn config_supplies_model_learner_endpoint_and_message_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.toml");
+        let toml = "[model]\npath = \"m.gguf\"\ndtype = \"bf16\"\ndevice = \"cuda:0\"\n\
+                    [learner]\naddr = \"10.0.0.2:7000\"\nauth_token = \" t \"\nmax_message_mib = 8\n";
+        std::fs::write(&path, toml).unwrap();
+        let run = args(&["--config", path.to_str().unwrap(), "--device", "cuda:1"]);
+        let r = run.resolve().unwrap();
+        assert_eq!((r.model.as_path(), r.dtype), (Path::new("m.gguf"), WeightDtype::Bf16));
+        assert_eq!((r.learner.as_str(), r.token.as_deref()), ("http://10.0.0.2:7000", Some("t")));
+        let opts = run.worker_options(&r);
+        assert_eq!(opts.client.max_message_bytes, 8 << 20);
+        // The worker's own device, not the learner's `model.device`.
+        assert_eq!(opts.device, "cuda:1");
+
+        // Flags win; without a config the client keeps its default limit.
+        let flags = args(&["--config", path.to_str().unwrap(), "--model", "x", "--dtype", "f16", "--learner", "http://h:1"]);
+        let r = flags.resolve().unwrap();
+        assert_eq!((r.model.as_path(), r.dtype, r.learner.as_str()), (Path::new("x"), WeightDtype::F16, "http://h:1"));
+        let bare = args(&["--model", "x", "--learner", "http://h:1"]).resolve().unwrap();
+        assert_eq!((bare.dtype, bare.max_message_bytes), (WeightDtype::F32, DEFAULT_MAX_MESSAGE_BYTES));
+    }
+
+    #[test]
+    fn missing_model_and_an_adapter_are_errors() {
+        let msg = args(&["--learner", "http://h:1"]).resolve().unwrap_err().to_string();
+        assert!(msg.contains("--model"), "{msg}");
+        let msg = args(&["--model", "x", "--learner", "http://h:1", "--adapter", "a"]).resolve().unwrap_err().to_string();
+        assert!(msg.contains("--adapter"), "{msg}");
+    }
 }

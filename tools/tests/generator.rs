@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use asrl_common::data::generate::{Category, DemoGenerator, Pattern, Topic};
+use asrl_tools::demo_data::{Category, DemoGenerator, Pattern, Topic};
 use asrl_common::data::{approx_token_count, parse_value};
 use asrl_common::reward::{
     format_ok_strict, CorrectnessMode, CorrectnessReward, RewardFn, RewardInput,

@@ -1,24 +1,27 @@
-//! `asrl-learner bench-sft` (hidden): LoRA SFT throughput of the training core — forward,
-//! backward and AdamW on one sequence per step — on SmolLM2-135M (or a random model of its shape).
+//! `asrl-tools bench sft`: LoRA SFT throughput of the training core — forward, backward and
+//! AdamW on one sequence per step — on SmolLM2-135M (or a random model of its shape).
+//! `scripts/bench-sft.sh` compares it with PEFT.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use asrl_common::cli::ModelArgs;
 use asrl_common::config::{LoraConfig, TrainConfig};
-use asrl_common::device::parse_device;
-use asrl_common::model::{load, Arch, LoraAdapter, Model, ModelConfig};
+use asrl_common::model::{load, LoraAdapter, Model};
+use asrl_learner::training::{LoraPolicy, MetricsSink, Phase, Policy, SftExample, Trainer};
 use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::training::{LoraPolicy, MetricsSink, Phase, Policy, SftExample, Trainer};
+use super::smollm2_135m;
 
 #[derive(clap::Args, Debug)]
-pub struct BenchSftArgs {
-    /// `.gguf` file or HF dir; when it does not exist a random model of SmolLM2-135M's shape is used.
-    #[arg(long, default_value = "assets/SmolLM2-135M-Instruct.Q4_1.gguf")]
-    pub model: PathBuf,
+#[command(mut_arg("model", |a| a
+    .default_value("assets/SmolLM2-135M-Instruct.Q4_1.gguf")
+    .help(".gguf file or HF dir; when it does not exist a random model of SmolLM2-135M's shape is used")))]
+pub struct SftArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Tokens per training sequence.
     #[arg(long, default_value_t = 256)]
     pub seq: usize,
@@ -28,39 +31,20 @@ pub struct BenchSftArgs {
     /// Timed optimiser steps (after one warm-up step).
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
 }
 
-/// SmolLM2-135M's shape, for runs without the asset.
-fn smollm2_135m() -> ModelConfig {
-    ModelConfig {
-        arch: Arch::Llama,
-        vocab_size: 49152,
-        hidden_size: 576,
-        intermediate_size: 1536,
-        num_hidden_layers: 30,
-        num_attention_heads: 9,
-        num_key_value_heads: 3,
-        head_dim: 64,
-        rope_theta: 100_000.0,
-        rms_norm_eps: 1e-5,
-        tie_word_embeddings: true,
-        max_position_embeddings: 8192,
-    }
-}
-
-pub fn run(args: BenchSftArgs) -> anyhow::Result<()> {
+pub fn run(args: SftArgs) -> anyhow::Result<()> {
     if args.seq < 2 || args.rank == 0 || args.steps == 0 {
         bail!("--seq must be >= 2, --rank and --steps >= 1");
     }
-    let device = parse_device(&args.device)?;
-    let (model, source) = if args.model.exists() {
-        let loaded = load(&args.model, &device, DType::F32)
-            .with_context(|| format!("loading {}", args.model.display()))?;
-        (loaded.model, args.model.display().to_string())
+    args.model.no_adapter("the benchmark trains a fresh adapter")?;
+    let device = args.model.device.open()?;
+    let (path, dtype) = (args.model.model_path()?, args.model.dtype().to_candle());
+    let (model, source) = if path.exists() {
+        let loaded = load(path, &device, dtype).with_context(|| format!("loading {}", path.display()))?;
+        (loaded.model, path.display().to_string())
     } else {
-        (Model::random(smollm2_135m(), &device, DType::F32, 0)?, "random init, SmolLM2-135M shape".into())
+        (Model::random(smollm2_135m(), &device, dtype, 0)?, "random init, SmolLM2-135M shape".into())
     };
     let cfg = model.config().clone();
     let lora = LoraConfig { r: args.rank, alpha: 2.0 * args.rank as f64, ..Default::default() };

@@ -1,13 +1,20 @@
-//! Adapter-push benchmark: a learner server publishes an adapter of a given LoRA shape and a
-//! worker-side client downloads it over loopback into memory, reassembled and checksum-verified.
+//! `asrl-tools bench adapter-push`: a learner server publishes an adapter of a given LoRA shape
+//! and a worker-side client downloads it over loopback into memory, reassembled and
+//! checksum-verified (`scripts/bench-adapter-push.sh`).
 
 use std::time::{Duration, Instant};
 
 use asrl_common::config::{GrpcClientConfig, GrpcServerConfig, LeaseConfig};
 use asrl_common::transport::{self, fetch_adapter_into, recycle_buffer};
+use asrl_learner::service::{new_learner, serve_learner, ServiceError, ServiceOptions};
 use asrl_proto::v1::RegisterRequest;
 
-use crate::service::{new_learner, serve_learner, ServiceOptions};
+#[derive(clap::Args, Debug)]
+pub struct AdapterPushArgs {
+    /// Timed downloads.
+    #[arg(default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub iterations: u32,
+}
 
 /// The projection shapes LoRA adapts in one decoder layer: (name, in_features, out_features).
 pub fn layer_projections(hidden: usize, q_dim: usize, kv_dim: usize, intermediate: usize) -> [(&'static str, usize, usize); 7] {
@@ -101,7 +108,7 @@ pub enum BenchError {
     #[error("register: {0}")]
     Register(#[from] tonic::Status),
     #[error("publishing: {0}")]
-    Publish(#[from] crate::service::ServiceError),
+    Publish(#[from] ServiceError),
     #[error("parsing the downloaded safetensors: {0}")]
     Parse(#[from] candle_core::Error),
     #[error("downloaded payload differs from the published one")]
@@ -174,4 +181,42 @@ pub fn memory_floor(payload: &[u8], runs: usize) -> (Duration, Duration) {
         hash.push(t.elapsed());
     }
     (median(&copy), median(&hash))
+}
+
+/// Runs the benchmark and prints the figures `scripts/bench-adapter-push.sh` reports.
+pub fn run(args: &AdapterPushArgs) -> anyhow::Result<()> {
+    let (payload, params) = qwen3_0_6b_r32()?;
+    let (copy_floor, hash_floor) = memory_floor(&payload, 5);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = rt.block_on(run_adapter_push(payload, params, args.iterations as usize))?;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    const TARGET_MS: f64 = 100.0;
+    println!(
+        "adapter push (Qwen3-0.6B r=32, 7 modules): {} params, {} bytes ({:.1} MiB) over loopback, {} runs",
+        report.params,
+        report.payload_bytes,
+        report.payload_bytes as f64 / (1 << 20) as f64,
+        report.times.len()
+    );
+    println!(
+        "first {:.1} ms, min {:.1} ms, median {:.1} ms, max {:.1} ms ({:.2} GB/s at median)",
+        ms(report.times[0]),
+        ms(report.min()),
+        ms(report.median()),
+        ms(report.max()),
+        report.payload_bytes as f64 / report.median().as_secs_f64() / 1e9
+    );
+    println!(
+        "not included above: parse into candle tensors, median {:.1} ms; reference on this machine: \
+         copy into fresh memory {:.1} ms, XXH3-128 checksum {:.1} ms",
+        ms(report.parse_median()),
+        ms(copy_floor),
+        ms(hash_floor)
+    );
+    let median = ms(report.median());
+    println!(
+        "adapter push median {median:.1} ms, target <= {TARGET_MS:.0} ms: {}",
+        if median <= TARGET_MS { "met" } else { "NOT met" }
+    );
+    Ok(())
 }

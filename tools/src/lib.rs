@@ -1,0 +1,8 @@
+//! `asrl-tools`: what is not part of a training run — the demo-data generator and the
+//! benchmarks — kept out of the library crates.
+//!
+//! - [`demo_data`]: checkable examples in the paper's dual-brain format (`asrl-tools demo-data`).
+//! - [`bench`]: `asrl-tools bench sft|generate|adapter-push`.
+
+pub mod bench;
+pub mod demo_data;
