@@ -8,11 +8,12 @@ use anyhow::{bail, Context};
 use asrl_common::config::{LoraConfig, TrainConfig};
 use asrl_common::device::parse_device;
 use asrl_common::model::{load, Arch, LoraAdapter, Model, ModelConfig};
+use asrl_common::phase::Phase;
 use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::training::{LoraPolicy, MetricsSink, Phase, Policy, SftExample, Trainer};
+use crate::training::{LoraPolicy, Policy, SftExample, Trainer, TrainerLog};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchSftArgs {
@@ -70,7 +71,7 @@ pub fn run(args: BenchSftArgs) -> anyhow::Result<()> {
     let mut tc = TrainConfig::default();
     tc.sft.grad_accum_steps = 1;
     tc.sft.max_seq_len = args.seq;
-    let mut trainer = Trainer::new(policy, tc, 1.0, 1, 0, MetricsSink::disabled())?;
+    let mut trainer = Trainer::new(policy, tc, 1.0, 1, 0, TrainerLog::disabled())?;
     trainer.begin_phase(0, Phase::Sft, 0)?;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let tokens: Vec<u32> = (0..args.seq).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect();

@@ -10,9 +10,14 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
 use asrl_common::config::{AdvantageScaling, LossAggregation, TrainConfig};
+use asrl_common::model::token_logprobs;
+use asrl_common::phase::Phase;
+use asrl_common::reward::Reward;
+use asrl_common::rollout::{AdapterVersion, RolloutGroup, ScoredCompletion};
+use asrl_common::sample::{Completion, FinishReason};
 
 use super::advantage::compute_advantages;
-use super::losses::{grpo_loss, sft_loss, token_logprobs, AggregationTotals, GrpoBatch, GrpoLossParams};
+use super::losses::{grpo_loss, sft_loss, AggregationTotals, GrpoBatch, GrpoLossParams};
 use super::optim::{clip_grad_norm, AdamW, AdamWParams};
 use super::policy::assign_by_name;
 use super::*;
@@ -279,7 +284,7 @@ fn sft_accumulation_is_the_token_mean_over_the_window() {
     // 4 micro-batches of 1, accumulated...
     let mut cfg = test_config(dir.path().join("a"));
     cfg.sft.grad_accum_steps = 4;
-    let mut a = Trainer::new(Bigram::new(8, 1), cfg, 1.0, 8, 0, MetricsSink::disabled()).unwrap();
+    let mut a = Trainer::new(Bigram::new(8, 1), cfg, 1.0, 8, 0, TrainerLog::disabled()).unwrap();
     a.begin_phase(0, Phase::Sft, 0).unwrap();
     let mut steps = Vec::new();
     for ex in &data {
@@ -292,7 +297,7 @@ fn sft_accumulation_is_the_token_mean_over_the_window() {
     let mut cfg = test_config(dir.path().join("b"));
     cfg.sft.grad_accum_steps = 1;
     cfg.sft.micro_batch_size = 4;
-    let mut b = Trainer::new(Bigram::new(8, 1), cfg, 1.0, 8, 0, MetricsSink::disabled()).unwrap();
+    let mut b = Trainer::new(Bigram::new(8, 1), cfg, 1.0, 8, 0, TrainerLog::disabled()).unwrap();
     b.begin_phase(0, Phase::Sft, 0).unwrap();
     let m = b.sft_micro_step(&data).unwrap().expect("one step");
     assert_scalar(m.loss, steps[0].loss, "loss");
@@ -312,7 +317,7 @@ fn sft_memorises_and_skips_too_long_examples() {
         1.0,
         8,
         0,
-        MetricsSink::to_file(&sink_path).unwrap(),
+        TrainerLog::to_file(&sink_path).unwrap(),
     )
     .unwrap();
     t.begin_phase(0, Phase::Sft, 0).unwrap();
@@ -345,7 +350,15 @@ fn sft_memorises_and_skips_too_long_examples() {
 
 /// Samples `n` completions of `len` tokens from the bigram with their log-probs; reward = share
 /// of tokens equal to `target`.
-fn sample_group(p: &Bigram, prompt: &[u32], n: usize, len: usize, target: u32, version: u64, rng: &mut ChaCha8Rng) -> Group {
+fn sample_group(
+    p: &Bigram,
+    prompt: &[u32],
+    n: usize,
+    len: usize,
+    target: u32,
+    version: AdapterVersion,
+    rng: &mut ChaCha8Rng,
+) -> RolloutGroup {
     let completions = (0..n)
         .map(|_| {
             let mut prev = *prompt.last().unwrap();
@@ -367,17 +380,13 @@ fn sample_group(p: &Bigram, prompt: &[u32], n: usize, len: usize, target: u32, v
                 prev = pick as u32;
             }
             let reward = tokens.iter().filter(|&&x| x == target).count() as f64 / len as f64;
-            GroupCompletion {
-                tokens,
-                behaviour_logprobs: lps,
-                adapter_version: version,
-                reward,
-                reward_components: BTreeMap::from([("target".to_string(), reward)]),
-                truncated: true,
+            ScoredCompletion {
+                completion: Completion { tokens, logprobs: lps, text: String::new(), finish: FinishReason::Length },
+                reward: Reward { total: reward, components: BTreeMap::from([("target".to_string(), reward)]) },
             }
         })
         .collect();
-    Group { prompt: prompt.to_vec(), completions }
+    RolloutGroup { prompt_id: "p".into(), prompt_tokens: prompt.into(), adapter_version: version, worker_id: 1, completions }
 }
 
 #[test]
@@ -385,12 +394,12 @@ fn grpo_raises_a_rule_reward() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = test_config(dir.path().to_path_buf());
     cfg.optimiser.lr = 0.2;
-    let mut t = Trainer::new(Bigram::new(6, 3), cfg, 1.0, 5, 0, MetricsSink::disabled()).unwrap();
+    let mut t = Trainer::new(Bigram::new(6, 3), cfg, 1.0, 5, 0, TrainerLog::disabled()).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     t.begin_phase(0, Phase::Grpo, 30).unwrap();
     let mut rewards = Vec::new();
     for _ in 0..30 {
-        let groups: Vec<Group> = (0..4)
+        let groups: Vec<RolloutGroup> = (0..4)
             .map(|i| sample_group(t.policy(), &[i as u32 + 1], 6, 5, 0, t.adapter_version(), &mut rng))
             .collect();
         let m = t.grpo_step(&groups).unwrap();
@@ -409,17 +418,17 @@ fn grpo_drops_stale_completions_and_runs_mu_passes() {
     let mut cfg = test_config(dir.path().to_path_buf());
     cfg.grpo.mu = 2;
     cfg.grpo.max_staleness = 1;
-    let mut t = Trainer::new(Bigram::new(6, 4), cfg, 1.0, 5, 0, MetricsSink::disabled()).unwrap();
+    let mut t = Trainer::new(Bigram::new(6, 4), cfg, 1.0, 5, 0, TrainerLog::disabled()).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     t.begin_phase(0, Phase::Grpo, 10).unwrap();
-    let g = sample_group(t.policy(), &[1], 4, 5, 0, 0, &mut rng);
+    let g = sample_group(t.policy(), &[1], 4, 5, 0, AdapterVersion::INITIAL, &mut rng);
     let m = t.grpo_step(std::slice::from_ref(&g)).unwrap();
     assert_eq!(m.len(), 2);
     assert!(m[0].lr > m[1].lr, "GRPO LR decays: {} then {}", m[0].lr, m[1].lr);
     // The second pass is off-policy relative to the behaviour log-probs.
     assert!(m[1].behaviour_kl > 0.0);
-    assert_eq!(t.adapter_version(), 2);
-    // Sampled at version 0, now at 2 with max_staleness 1: all dropped, nothing learnt.
+    assert_eq!(t.adapter_version(), AdapterVersion::after_steps(2));
+    // Sampled with the initial adapter, now two steps later with max_staleness 1: all dropped, nothing learnt.
     let before = t.policy().delta_values();
     let m = t.grpo_step(std::slice::from_ref(&g)).unwrap();
     assert_eq!(m[0].stale_dropped, 4);
@@ -432,19 +441,19 @@ fn grpo_drops_stale_completions_and_runs_mu_passes() {
 #[test]
 fn nan_batch_leaves_adapter_untouched_and_too_many_abort() {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = Trainer::new(Bigram::new(6, 5), test_config(dir.path().to_path_buf()), 1.0, 5, 0, MetricsSink::disabled()).unwrap();
+    let mut t = Trainer::new(Bigram::new(6, 5), test_config(dir.path().to_path_buf()), 1.0, 5, 0, TrainerLog::disabled()).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     t.begin_phase(0, Phase::Grpo, 10).unwrap();
-    let good = sample_group(t.policy(), &[2], 4, 5, 0, 0, &mut rng);
+    let good = sample_group(t.policy(), &[2], 4, 5, 0, AdapterVersion::INITIAL, &mut rng);
     t.grpo_step(std::slice::from_ref(&good)).unwrap();
     let before = t.policy().delta_values();
     let mut bad = sample_group(t.policy(), &[2], 4, 5, 0, t.adapter_version(), &mut rng);
-    bad.completions[1].behaviour_logprobs[2] = f32::NAN;
+    bad.completions[1].completion.logprobs[2] = f32::NAN;
     let m = t.grpo_step(std::slice::from_ref(&bad)).unwrap();
     assert!(!m[0].applied);
     assert_eq!(t.policy().delta_values(), before);
     assert_eq!(t.state().total_nonfinite, 1);
-    assert_eq!(t.adapter_version(), 1);
+    assert_eq!(t.adapter_version(), AdapterVersion::after_steps(1));
     // A good step resets the run; then 5 bad ones in a row are an error.
     t.grpo_step(std::slice::from_ref(&good)).unwrap();
     assert_eq!(t.state().consecutive_nonfinite, 0);
@@ -458,7 +467,7 @@ fn nan_batch_leaves_adapter_untouched_and_too_many_abort() {
     }
 
     // SFT: a poisoned micro-batch is dropped before backward.
-    let mut s = Trainer::new(Bigram::new(6, 5), test_config(dir.path().join("s")), 1.0, 5, 0, MetricsSink::disabled()).unwrap();
+    let mut s = Trainer::new(Bigram::new(6, 5), test_config(dir.path().join("s")), 1.0, 5, 0, TrainerLog::disabled()).unwrap();
     s.begin_phase(0, Phase::Sft, 0).unwrap();
     let ex = SftExample::from_prompt_response(&[1], &[2, 3]);
     s.policy().poison.set(true);
@@ -480,7 +489,7 @@ fn run_sft(t: &mut Trainer<Bigram>, micro_batches: usize) {
 fn resume_continues_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let mk = |sub: &str| {
-        Trainer::new(Bigram::new(8, 9), test_config(dir.path().join(sub)), 1.0, 4, 42, MetricsSink::disabled()).unwrap()
+        Trainer::new(Bigram::new(8, 9), test_config(dir.path().join(sub)), 1.0, 4, 42, TrainerLog::disabled()).unwrap()
     };
     let mut straight = mk("straight");
     straight.begin_phase(0, Phase::Sft, 0).unwrap();
@@ -530,7 +539,7 @@ fn resume_continues_exactly() {
 #[test]
 fn checkpoint_refuses_pending_accumulation() {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = Trainer::new(Bigram::new(8, 1), test_config(dir.path().to_path_buf()), 1.0, 4, 0, MetricsSink::disabled()).unwrap();
+    let mut t = Trainer::new(Bigram::new(8, 1), test_config(dir.path().to_path_buf()), 1.0, 4, 0, TrainerLog::disabled()).unwrap();
     t.begin_phase(0, Phase::Sft, 0).unwrap();
     t.sft_micro_step(&sft_data()[..1]).unwrap();
     assert!(matches!(t.save_checkpoint(), Err(TrainError::PendingAccumulation(1))));
@@ -541,15 +550,15 @@ fn checkpoint_refuses_pending_accumulation() {
 #[test]
 fn bad_inputs_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = Trainer::new(Bigram::new(8, 1), test_config(dir.path().to_path_buf()), 1.0, 4, 0, MetricsSink::disabled()).unwrap();
+    let mut t = Trainer::new(Bigram::new(8, 1), test_config(dir.path().to_path_buf()), 1.0, 4, 0, TrainerLog::disabled()).unwrap();
     t.begin_phase(0, Phase::Grpo, 1).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let mut g = sample_group(t.policy(), &[1], 2, 3, 0, 0, &mut rng);
-    g.completions[1].behaviour_logprobs.pop();
+    let mut g = sample_group(t.policy(), &[1], 2, 3, 0, AdapterVersion::INITIAL, &mut rng);
+    g.completions[1].completion.logprobs.pop();
     let err = t.grpo_step(&[g.clone()]).unwrap_err().to_string();
     assert!(err.contains("group 0 completion 1"), "{err}");
-    g.completions[1].behaviour_logprobs.push(-1.0);
-    g.completions[0].tokens[0] = 99;
+    g.completions[1].completion.logprobs.push(-1.0);
+    g.completions[0].completion.tokens[0] = 99;
     let err = t.grpo_step(&[g]).unwrap_err().to_string();
     assert!(err.contains("group 0 completion 0: token 0 is 99"), "{err}");
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 use asrl_common::config::SamplingParams;
 use asrl_common::device::parse_device;
-use asrl_common::generate::generate_group_until;
+use asrl_common::sample::sample_group_until;
 use asrl_common::model::load;
 use asrl_common::tokenizer::ChatMessage;
 use candle_core::DType;
@@ -69,12 +69,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
         seed,
     };
     // No stop ids: every sample runs to the length limit.
-    generate_group_until(&loaded.model, None, tokenizer, &prompt_ids, &params(args.seed, 8.min(args.max_new_tokens)), &[])?;
+    sample_group_until(&loaded.model, None, tokenizer, &prompt_ids, &params(args.seed, 8.min(args.max_new_tokens)), &[])?;
 
     let mut total_tokens = 0usize;
     let t = Instant::now();
     for r in 0..args.repeats {
-        let out = generate_group_until(&loaded.model, None, tokenizer, &prompt_ids, &params(args.seed + 1 + r as u64, args.max_new_tokens), &[])?;
+        let out = sample_group_until(&loaded.model, None, tokenizer, &prompt_ids, &params(args.seed + 1 + r as u64, args.max_new_tokens), &[])?;
         total_tokens += out.iter().map(|c| c.tokens.len()).sum::<usize>();
     }
     let secs = t.elapsed().as_secs_f64();

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use asrl_common::config::SamplingParams;
 use asrl_common::device::parse_device;
-use asrl_common::generate::{generate_group_until, validate_params, FinishReason};
+use asrl_common::sample::{sample_group_until, FinishReason};
 use asrl_common::model::{load, parse_dtype, LoraAdapter};
 use asrl_common::tokenizer::ChatMessage;
 
@@ -60,7 +60,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         max_new_tokens: args.max_new_tokens,
         seed: args.seed,
     };
-    validate_params(&params)?;
+    params.validate()?;
     let device = parse_device(&args.device)?;
     let dtype = parse_dtype(&args.dtype)?;
     let loaded = load(&args.model, &device, dtype)?;
@@ -83,7 +83,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     }
     let start = Instant::now();
     let stop: &[u32] = if args.ignore_eos { &[] } else { loaded.tokenizer.eos_token_ids() };
-    let group = generate_group_until(&model, None, &loaded.tokenizer, &prompt_ids, &params, stop)?;
+    let group = sample_group_until(&model, None, &loaded.tokenizer, &prompt_ids, &params, stop)?;
     let secs = start.elapsed().as_secs_f64();
     let produced: usize = group.iter().map(|c| c.tokens.len()).sum();
     eprintln!(

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use asrl_common::config::{AsrlConfig, ConfigError, GrpcClientConfig, GrpcServerConfig, RewardConfig};
-use asrl_common::rollout::RewardFn;
+use asrl_common::rollout::GroupScorer;
 use clap::Args;
 
 use crate::engine::RolloutEngine;
@@ -134,7 +134,7 @@ pub async fn run<E: RolloutEngine>(
     args: &RunArgs,
     resolved: &Resolved,
     engine: E,
-    reward: Arc<dyn RewardFn>,
+    reward: Arc<dyn GroupScorer>,
 ) -> anyhow::Result<()> {
     let opts = args.worker_options(resolved);
     let status = WorkerStatusHandle::new(&opts.name, &opts.device, &opts.client.url);
