@@ -10,6 +10,7 @@
 //! Requests are validated in full before anything changes; every rejection is logged with its
 //! gRPC status and leaves the learner as it was.
 
+mod handle;
 mod leases;
 mod live_sink;
 mod progress;
@@ -21,7 +22,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use asrl_common::config::{GrpcServerConfig, LeaseConfig, SamplingParams};
+use asrl_common::config::{GrpcServerConfig, LeaseConfig};
 use asrl_common::rollout::{AdapterVersion, PromptWork, RolloutGroup};
 use asrl_common::transport::convert::{prompt_to_wire, sampling_to_wire};
 use asrl_common::transport::{self, AdapterPayload, RunningServer, TransportError};
@@ -30,6 +31,7 @@ use asrl_proto::v1::learner_server::{Learner, LearnerServer};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+pub use handle::LearnerHandle;
 pub use leases::{GroupFate, LeaseCounters, LeaseError, LeaseGrant, LeaseManager};
 pub use live_sink::LiveFileSink;
 pub use progress::{Activity, Progress};
@@ -94,12 +96,6 @@ impl Shared {
     }
 }
 
-/// The training thread's handle. Cheap to clone; every method is a short critical section.
-#[derive(Clone)]
-pub struct LearnerHandle {
-    shared: Arc<Shared>,
-}
-
 /// The gRPC service. Serve it with [`serve_learner`].
 #[derive(Clone)]
 pub struct LearnerService {
@@ -119,55 +115,6 @@ pub fn new_learner(
     };
     let shared = Arc::new(Shared { opts, inner: Mutex::new(inner), groups: tx, examples });
     (LearnerService { shared: shared.clone() }, LearnerHandle { shared }, rx)
-}
-
-impl LearnerHandle {
-    /// Makes `bytes` (the adapter's safetensors serialisation) the latest version. Hashes here,
-    /// on the caller's thread, once; every worker download then slices the same buffer.
-    pub fn publish_adapter(&self, version: AdapterVersion, bytes: Vec<u8>) -> Result<(), ServiceError> {
-        let payload = AdapterPayload::new(version, bytes);
-        let mut inner = self.shared.lock();
-        let current = inner.latest_version();
-        if version <= current {
-            return Err(ServiceError::VersionNotIncreasing { current, got: version });
-        }
-        inner.adapters.push_back(payload);
-        let keep = self.shared.opts.leases.adapter_versions_kept.max(1);
-        while inner.adapters.len() > keep {
-            inner.adapters.pop_front();
-        }
-        tracing::info!(version = version.get(), "adapter version published");
-        Ok(())
-    }
-
-    pub fn latest_adapter_version(&self) -> AdapterVersion {
-        self.shared.lock().latest_version()
-    }
-
-    /// Queues a GRPO rollout phase; leases of the previous phase become unknown.
-    pub fn start_phase(&self, prompts: Vec<PromptWork>, sampling: SamplingParams) -> Result<(), ServiceError> {
-        let n = prompts.len();
-        self.shared.lock().leases.start_phase(prompts, sampling)?;
-        tracing::info!(prompts = n, "rollout phase started");
-        Ok(())
-    }
-
-    pub fn phase_counters(&self) -> LeaseCounters {
-        let mut inner = self.shared.lock();
-        inner.leases.sweep(Instant::now());
-        inner.leases.counters()
-    }
-
-    /// Workers heard from within the worker timeout, as (name, device).
-    pub fn workers_connected(&self) -> Vec<(String, String)> {
-        let mut inner = self.shared.lock();
-        inner.registry.prune(Instant::now());
-        inner.registry.iter().map(|(_, w)| (w.name.clone(), w.device.clone())).collect()
-    }
-
-    pub fn set_progress(&self, progress: Progress) {
-        self.shared.lock().progress = progress;
-    }
 }
 
 fn reject(rpc: &'static str, status: Status) -> Status {
