@@ -84,7 +84,7 @@ pub fn run(args: BenchSftArgs) -> anyhow::Result<()> {
         let m = trainer
             .sft_micro_step(std::slice::from_ref(&example))?
             .context("grad_accum_steps = 1 steps on every micro-batch")?;
-        if !m.applied {
+        if !m.core.applied {
             bail!("a benchmark step was skipped (non-finite loss)");
         }
     }

@@ -52,7 +52,7 @@ impl EpochLoop {
     }
 
     fn after_grpo_step(&mut self, epoch: usize, m: &GrpoStepMetrics) -> Result<(), RunError> {
-        if !m.applied {
+        if !m.core.applied {
             // Nothing to learn from (every group's rewards equal) or a skipped non-finite step:
             // trainer.jsonl has the details; metrics.jsonl keeps optimiser steps only.
             tracing::info!(epoch, reward_mean = m.reward_mean, zero_std_groups = m.zero_std_group_fraction, "GRPO step skipped");
@@ -60,8 +60,8 @@ impl EpochLoop {
         }
         tracing::info!(
             epoch,
-            step = m.global_step,
-            loss = m.loss,
+            step = m.core.global_step,
+            loss = m.core.loss,
             reward_mean = m.reward_mean,
             zero_std_groups = m.zero_std_group_fraction,
             "GRPO step"

@@ -8,43 +8,41 @@ use asrl_common::phase::Phase;
 use super::{EpochLoop, RunError};
 use crate::report::{PhaseRecord, Record, StepRecord};
 use crate::service::{Activity, Progress};
-use crate::training::{GrpoStepMetrics, PhaseMetrics, SftStepMetrics};
+use crate::training::{GrpoStepMetrics, PhaseMetrics, SftStepMetrics, StepMetrics};
 
 impl EpochLoop {
     /// The `step` record of an applied SFT step.
     pub(super) fn write_sft_step(&mut self, m: &SftStepMetrics) -> Result<(), RunError> {
-        let record = StepRecord {
-            epoch: m.epoch as usize,
-            phase: Phase::Sft,
-            step: m.global_step,
-            loss: m.loss,
-            lr: m.lr,
-            grad_norm: m.grad_norm,
-            tokens: m.tokens as u64,
-            reward_mean: None,
-            kl: None,
-            clip_fraction: None,
-            elapsed_s: self.elapsed(),
-        };
+        let record = self.step_record(Phase::Sft, &m.core);
         Ok(self.metrics.write(&Record::Step(record))?)
     }
 
     /// The `step` record of an applied GRPO pass.
     pub(super) fn write_grpo_step(&mut self, m: &GrpoStepMetrics) -> Result<(), RunError> {
         let record = StepRecord {
-            epoch: m.epoch as usize,
-            phase: Phase::Grpo,
-            step: m.global_step,
-            loss: m.loss,
-            lr: m.lr,
-            grad_norm: m.grad_norm,
-            tokens: m.tokens as u64,
             reward_mean: Some(m.reward_mean),
             kl: (m.ref_kl != 0.0).then_some(m.ref_kl),
             clip_fraction: Some(m.clip_low_fraction + m.clip_high_fraction),
-            elapsed_s: self.elapsed(),
+            ..self.step_record(Phase::Grpo, &m.core)
         };
         Ok(self.metrics.write(&Record::Step(record))?)
+    }
+
+    /// `step` counts optimiser steps over the whole run there (the trainer's `global_step`).
+    fn step_record(&self, phase: Phase, s: &StepMetrics) -> StepRecord {
+        StepRecord {
+            epoch: s.epoch as usize,
+            phase,
+            step: s.global_step,
+            loss: s.loss,
+            lr: s.lr,
+            grad_norm: s.grad_norm,
+            tokens: s.tokens as u64,
+            reward_mean: None,
+            kl: None,
+            clip_fraction: None,
+            elapsed_s: self.elapsed(),
+        }
     }
 
     pub(super) fn write_phase(

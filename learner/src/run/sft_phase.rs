@@ -54,14 +54,15 @@ impl EpochLoop {
     }
 
     fn after_sft_step(&mut self, epoch: usize, m: &SftStepMetrics, bar: &indicatif::ProgressBar) -> Result<(), RunError> {
-        if !m.applied {
+        let s = &m.core;
+        if !s.applied {
             return Ok(());
         }
-        bar.set_message(format!("loss {:.3}", m.loss));
-        tracing::info!(epoch, step = m.global_step, loss = m.loss, lr = m.lr, grad_norm = m.grad_norm, "SFT step");
+        bar.set_message(format!("loss {:.3}", s.loss));
+        tracing::info!(epoch, step = s.global_step, loss = s.loss, lr = s.lr, grad_norm = s.grad_norm, "SFT step");
         self.write_sft_step(m)?;
         self.publish()?;
-        self.set_progress(epoch, Activity::Training(Phase::Sft), BTreeMap::from([("sft_loss".into(), m.loss)]));
+        self.set_progress(epoch, Activity::Training(Phase::Sft), BTreeMap::from([("sft_loss".into(), s.loss)]));
         Ok(())
     }
 }

@@ -12,38 +12,43 @@ use serde::Serialize;
 
 use super::TrainError;
 
-/// One SFT optimiser step.
+/// What every optimiser step reports, SFT or GRPO: flattened into its `trainer.jsonl` line, and
+/// the source of its `metrics.jsonl` `step` record.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct SftStepMetrics {
+pub struct StepMetrics {
     pub epoch: u64,
     /// Optimiser steps taken in this phase, this one included.
     pub step: u64,
+    /// Applied optimiser steps over the whole run, after this one.
     pub global_step: u64,
-    /// Mean cross-entropy over the step's response tokens.
+    /// SFT: mean cross-entropy over the step's response tokens. GRPO: the step's loss.
     pub loss: f64,
+    /// Tokens that entered the loss.
     pub tokens: usize,
-    pub examples: usize,
-    pub micro_batches: usize,
     /// Pre-clip global gradient norm.
     pub grad_norm: f64,
     pub lr: f64,
-    /// False when the step was dropped for a non-finite loss or gradient.
+    /// False when the step was dropped for a non-finite loss or gradient (or, in GRPO, had no
+    /// learning signal).
     pub applied: bool,
+}
+
+/// One SFT optimiser step.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SftStepMetrics {
+    #[serde(flatten)]
+    pub core: StepMetrics,
+    pub examples: usize,
+    pub micro_batches: usize,
 }
 
 /// One GRPO optimiser step (one pass over the given groups).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct GrpoStepMetrics {
-    pub epoch: u64,
-    pub step: u64,
-    pub global_step: u64,
-    /// Which of the `mu` passes over the same experiences this was (0-based).
+    #[serde(flatten)]
+    pub core: StepMetrics,
+    /// Which of the `mu` passes over the same completions this was (0-based).
     pub pass: usize,
-    pub loss: f64,
-    /// Completion tokens that entered the loss.
-    pub tokens: usize,
-    pub grad_norm: f64,
-    pub lr: f64,
     pub reward_mean: f64,
     pub reward_std: f64,
     /// Mean of every reward component over the step's completions, by name.
@@ -66,7 +71,6 @@ pub struct GrpoStepMetrics {
     pub truncation_rate: f64,
     /// Completions dropped as too stale / whose behaviour policy was too old.
     pub stale_dropped: usize,
-    pub applied: bool,
 }
 
 /// Totals of one phase of one epoch.

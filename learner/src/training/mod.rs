@@ -30,6 +30,6 @@ mod tests;
 
 pub use error::TrainError;
 pub use lora_policy::LoraPolicy;
-pub use metrics::{GrpoStepMetrics, PhaseMetrics, SftStepMetrics, TrainerLog};
+pub use metrics::{GrpoStepMetrics, PhaseMetrics, SftStepMetrics, StepMetrics, TrainerLog};
 pub use policy::Policy;
 pub use trainer::{SftExample, Trainer, TrainerState};

@@ -91,8 +91,8 @@ fn sft_memorises_a_small_set_with_lora() {
     for _ in 0..80 {
         for mb in data.chunks(2) {
             if let Some(m) = t.sft_micro_step(mb).unwrap() {
-                assert!(m.applied);
-                losses.push(m.loss);
+                assert!(m.core.applied);
+                losses.push(m.core.loss);
             }
         }
     }

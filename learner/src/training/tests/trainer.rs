@@ -27,7 +27,7 @@ fn sft_accumulation_is_the_token_mean_over_the_window() {
     }
     assert_eq!(steps.len(), 1);
     assert_eq!(steps[0].micro_batches, 4);
-    assert_eq!(steps[0].tokens, 11);
+    assert_eq!(steps[0].core.tokens, 11);
     // ...equal one padded micro-batch of 4.
     let mut cfg = test_config(dir.path().join("b"));
     cfg.sft.grad_accum_steps = 1;
@@ -35,8 +35,8 @@ fn sft_accumulation_is_the_token_mean_over_the_window() {
     let mut b = Trainer::new(Bigram::new(8, 1), cfg, 1.0, 8, 0, TrainerLog::disabled()).unwrap();
     b.begin_phase(0, Phase::Sft, 0).unwrap();
     let m = b.sft_micro_step(&data).unwrap().expect("one step");
-    assert_scalar(m.loss, steps[0].loss, "loss");
-    assert_scalar(m.grad_norm, steps[0].grad_norm, "grad norm");
+    assert_scalar(m.core.loss, steps[0].core.loss, "loss");
+    assert_scalar(m.core.grad_norm, steps[0].core.grad_norm, "grad norm");
     assert_close(&a.policy().delta_values(), &b.policy().delta_values(), "adapter");
 }
 
@@ -62,7 +62,7 @@ fn sft_memorises_and_skips_too_long_examples() {
     for _ in 0..60 {
         for ex in &data {
             if let Some(m) = t.sft_micro_step(std::slice::from_ref(ex)).unwrap() {
-                losses.push(m.loss);
+                losses.push(m.core.loss);
             }
         }
     }
@@ -97,7 +97,7 @@ fn grpo_raises_a_rule_reward() {
             .map(|i| sample_group(t.policy(), &[i as u32 + 1], 6, 5, 0, t.adapter_version(), &mut rng))
             .collect();
         let m = t.grpo_step(&groups).unwrap();
-        assert!(m[0].applied);
+        assert!(m[0].core.applied);
         rewards.push(m[0].reward_mean);
     }
     let early: f64 = rewards[..5].iter().sum::<f64>() / 5.0;
@@ -118,7 +118,7 @@ fn grpo_drops_stale_completions_and_runs_mu_passes() {
     let g = sample_group(t.policy(), &[1], 4, 5, 0, AdapterVersion::INITIAL, &mut rng);
     let m = t.grpo_step(std::slice::from_ref(&g)).unwrap();
     assert_eq!(m.len(), 2);
-    assert!(m[0].lr > m[1].lr, "GRPO LR decays: {} then {}", m[0].lr, m[1].lr);
+    assert!(m[0].core.lr > m[1].core.lr, "GRPO LR decays: {} then {}", m[0].core.lr, m[1].core.lr);
     // The second pass is off-policy relative to the behaviour log-probs.
     assert!(m[1].behaviour_kl > 0.0);
     assert_eq!(t.adapter_version(), AdapterVersion::after_steps(2));
@@ -126,8 +126,8 @@ fn grpo_drops_stale_completions_and_runs_mu_passes() {
     let before = t.policy().delta_values();
     let m = t.grpo_step(std::slice::from_ref(&g)).unwrap();
     assert_eq!(m[0].stale_dropped, 4);
-    assert_eq!(m[0].tokens, 0);
-    assert!(!m[0].applied, "no step without a learning signal");
+    assert_eq!(m[0].core.tokens, 0);
+    assert!(!m[0].core.applied, "no step without a learning signal");
     assert_eq!(t.state().total_stale_dropped, 4);
     assert_eq!(t.policy().delta_values(), before);
 }
@@ -144,7 +144,7 @@ fn nan_batch_leaves_adapter_untouched_and_too_many_abort() {
     let mut bad = sample_group(t.policy(), &[2], 4, 5, 0, t.adapter_version(), &mut rng);
     bad.completions[1].completion.logprobs[2] = f32::NAN;
     let m = t.grpo_step(std::slice::from_ref(&bad)).unwrap();
-    assert!(!m[0].applied);
+    assert!(!m[0].core.applied);
     assert_eq!(t.policy().delta_values(), before);
     assert_eq!(t.state().total_nonfinite, 1);
     assert_eq!(t.adapter_version(), AdapterVersion::after_steps(1));

@@ -61,14 +61,8 @@ impl<P: Policy> Trainer<P> {
             let r = self.grpo_pass(&active, micro, &params, aggregation, &totals)?;
             let tok = r.stats.tokens.max(1.0);
             let m = GrpoStepMetrics {
-                epoch: self.state.epoch,
-                step: self.state.phase_step,
-                global_step: self.state.global_step,
+                core: r.step.metrics(self, r.loss.unwrap_or(f64::NAN), r.stats.tokens as usize),
                 pass,
-                loss: r.loss.unwrap_or(f64::NAN),
-                tokens: r.stats.tokens as usize,
-                grad_norm: r.step.grad_norm,
-                lr: r.step.lr,
                 reward_mean: rollouts.reward_mean,
                 reward_std: rollouts.reward_std,
                 reward_components: rollouts.reward_components.clone(),
@@ -83,7 +77,6 @@ impl<P: Policy> Trainer<P> {
                 completion_len_mean: rollouts.completion_len_mean,
                 truncation_rate: rollouts.truncation_rate,
                 stale_dropped: stale,
-                applied: r.step.applied,
             };
             self.log.emit("grpo_step", Phase::Grpo, &m)?;
             out.push(m);

@@ -21,7 +21,7 @@ use asrl_common::phase::Phase;
 use asrl_common::rollout::AdapterVersion;
 
 use super::lr::LrSchedule;
-use super::metrics::{PhaseMetrics, TrainerLog};
+use super::metrics::{PhaseMetrics, StepMetrics, TrainerLog};
 use super::optim::{clip_grad_norm, AdamW, AdamWParams};
 use super::policy::Policy;
 use super::TrainError;
@@ -235,6 +235,23 @@ impl<P: Policy> Trainer<P> {
         self.state.global_step += 1;
         self.phase.metrics.steps += 1;
         Ok(StepOutcome { grad_norm, lr, applied: true })
+    }
+}
+
+impl StepOutcome {
+    /// The step's record, at the trainer's state right after it.
+    fn metrics<P: Policy>(&self, trainer: &Trainer<P>, loss: f64, tokens: usize) -> StepMetrics {
+        let s = &trainer.state;
+        StepMetrics {
+            epoch: s.epoch,
+            step: s.phase_step,
+            global_step: s.global_step,
+            loss,
+            tokens,
+            grad_norm: self.grad_norm,
+            lr: self.lr,
+            applied: self.applied,
+        }
     }
 }
 

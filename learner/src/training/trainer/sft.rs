@@ -131,16 +131,9 @@ impl<P: Policy> Trainer<P> {
             self.phase.loss_weighted += acc.loss_sum;
         }
         let m = SftStepMetrics {
-            epoch: self.state.epoch,
-            step: self.state.phase_step,
-            global_step: self.state.global_step,
-            loss,
-            tokens,
+            core: step.metrics(self, loss, tokens),
             examples: acc.examples,
             micro_batches: acc.micro_batches,
-            grad_norm: step.grad_norm,
-            lr: step.lr,
-            applied: step.applied,
         };
         self.log.emit("sft_step", Phase::Sft, &m)?;
         Ok(m)
