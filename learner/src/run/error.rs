@@ -19,8 +19,9 @@ pub enum RunError {
     NoDataPath,
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Boxed: large and rare.
     #[error(transparent)]
-    Model(#[from] ModelError),
+    Model(Box<ModelError>),
     #[error(transparent)]
     Train(#[from] TrainError),
     #[error("example {id}: cannot tokenise: {source}")]
@@ -55,6 +56,12 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<ModelError> for RunError {
+    fn from(e: ModelError) -> Self {
+        RunError::Model(Box::new(e))
+    }
 }
 
 impl From<FsError> for RunError {

@@ -1,11 +1,13 @@
 use std::path::PathBuf;
 
 use asrl_common::fs::FsError;
+use asrl_common::model::ModelError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
+    /// Boxed: a model error is large and rare, and every trainer call returns this type.
     #[error(transparent)]
-    Model(#[from] asrl_common::model::ModelError),
+    Model(Box<ModelError>),
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),
     #[error("shape mismatch: {0}")]
@@ -34,6 +36,12 @@ pub enum TrainError {
     NonFiniteRun { count: u64 },
     #[error("{0} SFT micro-batches are accumulated but not applied: flush before this")]
     PendingAccumulation(usize),
+}
+
+impl From<ModelError> for TrainError {
+    fn from(e: ModelError) -> Self {
+        TrainError::Model(Box::new(e))
+    }
 }
 
 impl From<FsError> for TrainError {

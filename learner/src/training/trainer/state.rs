@@ -129,7 +129,7 @@ impl<P: Policy> Trainer<P> {
     /// Whether the configured checkpoint cadence asks for one after the latest step.
     pub fn checkpoint_due(&self) -> bool {
         let every = self.cfg.checkpoint.every_steps;
-        every > 0 && self.state.global_step > 0 && self.state.global_step % every == 0 && self.accum.is_empty()
+        every > 0 && self.state.global_step > 0 && self.state.global_step.is_multiple_of(every) && self.accum.is_empty()
     }
 }
 
