@@ -4,23 +4,27 @@
 //! - [`config`]: every configuration struct, with the paper's defaults documented in one place.
 //! - [`model`]: the Qwen3/Llama decoder, LoRA adapters, HF + GGUF loading, PEFT adapter files.
 //! - [`tokenizer`]: tokenizer and chat template.
-//! - [`generate`]: KV-cached group sampling.
+//! - [`sample`]: KV-cached group sampling and the [`sample::Completion`] it returns.
 //! - [`data`]: the live JSONL dataset and its stable split.
 //! - [`reward`]: the paper's format and correctness rewards.
-//! - [`telemetry`]: tracing set-up shared by the binaries.
-//! - [`rollout`]: lease work, completions, rewards and training experiences (plain Rust).
+//! - [`rollout`]: lease work, scored completions and groups, adapter versions (plain Rust).
 //! - [`transport`]: gRPC plumbing shared by learner and workers.
+//! - [`phase`]: the SFT / GRPO phase enum.
+//! - [`fs`]: atomic directory replacement.
+//! - [`device`], [`telemetry`], [`shutdown`]: device specs, tracing set-up, Ctrl-C handling.
 
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
 pub mod data;
 pub mod device;
-pub mod generate;
+pub mod fs;
 pub mod model;
+pub mod phase;
 pub mod reward;
-pub mod telemetry;
 pub mod rollout;
+pub mod sample;
 pub mod shutdown;
+pub mod telemetry;
 pub mod tokenizer;
 pub mod transport;

@@ -4,23 +4,13 @@
 //! far ([`History`]), so a resumed run that rebuilds its history from `metrics.jsonl` makes the
 //! same decisions as an uninterrupted one. Epochs are numbered from 1.
 
-use asrl_common::config::{Monitor, ScheduleConfig, ScheduleKind, Stage};
+use asrl_common::config::{Monitor, ScheduleConfig, ScheduleKind};
+use asrl_common::phase::Phase;
 
-/// What one finished epoch measured; `None` where the phase or the evaluation did not run.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EpochRecord {
-    pub epoch: usize,
-    /// Validation loss after the SFT phase.
-    pub val_loss_after_sft: Option<f64>,
-    /// Validation loss after the GRPO phase.
-    pub val_loss_after_grpo: Option<f64>,
-    /// Share of validation completions in the required format, in [0, 1].
-    pub format_accuracy: Option<f64>,
-    /// Mean total reward of validation completions.
-    pub reward_mean: Option<f64>,
-}
+use crate::report::EpochRecord;
 
-/// The finished epochs of a run, oldest first.
+/// The finished epochs of a run, oldest first: their `metrics.jsonl` epoch records (`None`
+/// fields where a phase or the evaluation did not run).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct History {
     pub records: Vec<EpochRecord>,
@@ -126,8 +116,8 @@ impl Schedule {
                 }
             }
             ScheduleKind::Ares => match self.ares_stage(history) {
-                Stage::Sft => EpochPlan { sft: full_sft, grpo: None },
-                Stage::Grpo => EpochPlan { sft: None, grpo: full_grpo },
+                Phase::Sft => EpochPlan { sft: full_sft, grpo: None },
+                Phase::Grpo => EpochPlan { sft: None, grpo: full_grpo },
             },
             ScheduleKind::Adaptive => self.adaptive_plan(history),
         }
@@ -138,14 +128,14 @@ impl Schedule {
     /// stage's best by more than `min_delta` (SFT: validation loss after SFT, lower is better;
     /// GRPO: validation mean reward, higher is better; a missing value never improves). Each new
     /// stage starts with a fresh best.
-    pub fn ares_stage(&self, history: &History) -> Stage {
+    pub fn ares_stage(&self, history: &History) -> Phase {
         let mut stage = self.cfg.ares_first_stage;
         let mut best: Option<f64> = None;
         let mut stale = 0usize;
         for rec in &history.records {
             let (value, lower_is_better) = match stage {
-                Stage::Sft => (rec.val_loss_after_sft, true),
-                Stage::Grpo => (rec.reward_mean, false),
+                Phase::Sft => (rec.val_loss_after_sft, true),
+                Phase::Grpo => (rec.reward_mean, false),
             };
             if improves(value, best, lower_is_better, self.cfg.min_delta) {
                 best = value;
@@ -154,10 +144,7 @@ impl Schedule {
                 stale += 1;
             }
             if stale >= self.cfg.ares_plateau_epochs {
-                stage = match stage {
-                    Stage::Sft => Stage::Grpo,
-                    Stage::Grpo => Stage::Sft,
-                };
+                stage = stage.other();
                 best = None;
                 stale = 0;
             }
@@ -311,11 +298,18 @@ mod tests {
                 rec(2, None, Some(2.94), Some(0.0), Some(-0.3625)),
             ],
         };
-        assert_eq!(s.ares_stage(&h), Stage::Sft, "a flat reward is a plateau");
+        assert_eq!(s.ares_stage(&h), Phase::Sft, "a flat reward is a plateau");
     }
 
     fn rec(epoch: usize, sft: Option<f64>, grpo: Option<f64>, acc: Option<f64>, reward: Option<f64>) -> EpochRecord {
-        EpochRecord { epoch, val_loss_after_sft: sft, val_loss_after_grpo: grpo, format_accuracy: acc, reward_mean: reward }
+        EpochRecord {
+            epoch,
+            val_loss_after_sft: sft,
+            val_loss_after_grpo: grpo,
+            format_accuracy: acc,
+            reward_mean: reward,
+            ..Default::default()
+        }
     }
 
     /// Runs `epochs` epochs of `schedule`, filling each finished epoch from `measure`, and returns
@@ -370,7 +364,7 @@ mod tests {
     fn ares_switches_stage_on_plateau_and_back() {
         let c = ScheduleConfig {
             kind: ScheduleKind::Ares,
-            ares_first_stage: Stage::Grpo,
+            ares_first_stage: Phase::Grpo,
             ares_plateau_epochs: 2,
             ..ScheduleConfig::default()
         };
@@ -394,7 +388,7 @@ mod tests {
     fn ares_missing_metric_counts_as_stale() {
         let c = ScheduleConfig {
             kind: ScheduleKind::Ares,
-            ares_first_stage: Stage::Sft,
+            ares_first_stage: Phase::Sft,
             ares_plateau_epochs: 1,
             ..ScheduleConfig::default()
         };

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use asrl_common::config::{GrpcClientConfig, GrpcServerConfig, LeaseConfig, SamplingParams};
-use asrl_common::rollout::{ExampleKind, ExperienceGroup, PromptWork};
+use asrl_common::rollout::{AdapterVersion, ExampleKind, PromptWork, RolloutGroup};
 use asrl_common::transport::{self, fetch_adapter, AuthChannel, RunningServer, TransportError};
 use asrl_learner::service::{new_learner, serve_learner, AddExamplesOutcome, ExampleSink, LearnerHandle, ServiceOptions};
 use asrl_proto::v1 as pb;
@@ -14,10 +14,14 @@ use tonic::Code;
 const VOCAB: u32 = 1000;
 const GROUP: usize = 3;
 
+fn v(raw: u64) -> AdapterVersion {
+    AdapterVersion::new(raw)
+}
+
 struct Learner {
     server: RunningServer,
     handle: LearnerHandle,
-    rx: crossbeam_channel::Receiver<ExperienceGroup>,
+    rx: crossbeam_channel::Receiver<RolloutGroup>,
 }
 
 impl Learner {
@@ -68,7 +72,7 @@ fn prompts(n: usize) -> Vec<PromptWork> {
 
 async fn start(token: Option<&str>, leases: LeaseConfig, n_prompts: usize) -> Learner {
     let (service, handle, rx) = new_learner(ServiceOptions { leases, vocab_size: VOCAB }, Some(Arc::new(Sink)));
-    handle.publish_adapter(1, b"adapter v1".to_vec()).unwrap();
+    handle.publish_adapter(v(1), b"adapter v1".to_vec()).unwrap();
     let sampling = SamplingParams { n: GROUP, max_new_tokens: 8, ..Default::default() };
     handle.start_phase(prompts(n_prompts), sampling).unwrap();
     let cfg = GrpcServerConfig { bind: ([127, 0, 0, 1], 0).into(), auth_token: token.map(str::to_string), ..Default::default() };
@@ -203,8 +207,12 @@ async fn lease_expiry_relets_and_late_duplicate_counts_once() {
 
     let groups: Vec<_> = l.rx.try_iter().collect();
     assert_eq!(groups.len(), 2);
-    assert!(groups.iter().all(|g| g.worker_id == b && g.completions.len() == GROUP && g.adapter_version == 1));
-    assert_eq!(&*groups[0].completions[0].prompt_tokens, &*groups[0].prompt_tokens);
+    assert!(groups.iter().all(|g| g.worker_id == b && g.completions.len() == GROUP && g.adapter_version == v(1)));
+    // Each group carries the prompt tokens the learner leased (the worker does not echo them).
+    for g in &groups {
+        let leased = lb.prompts.iter().find(|p| p.prompt_id == g.prompt_id).unwrap();
+        assert_eq!(&*g.prompt_tokens, &leased.prompt_token_ids[..]);
+    }
 
     let s = c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner();
     assert_eq!((s.prompts_completed, s.duplicate_groups, s.expired_leases, s.prompts_pending), (2, 4, 1, 0));
@@ -221,8 +229,8 @@ async fn stale_results_are_dropped_and_requeued() {
     let w = register(&mut c, "w").await;
     let old = lease(&mut c, w).await.unwrap();
     assert_eq!(old.adapter_version, 1);
-    l.handle.publish_adapter(2, b"v2".to_vec()).unwrap();
-    l.handle.publish_adapter(3, b"v3".to_vec()).unwrap();
+    l.handle.publish_adapter(v(2), b"v2".to_vec()).unwrap();
+    l.handle.publish_adapter(v(3), b"v3".to_vec()).unwrap();
     let r = c.submit_groups(submission(w, &old)).await.unwrap().into_inner();
     assert_eq!((r.accepted, r.stale), (0, 2));
     assert!(l.rx.try_recv().is_err());
@@ -330,14 +338,14 @@ async fn adapter_download_and_add_examples() {
     let mut c = l.client(None).await;
     let w = register(&mut c, "w").await;
     let bytes: Vec<u8> = (0..(3 << 20) + 123).map(|i| (i % 253) as u8).collect();
-    l.handle.publish_adapter(2, bytes.clone()).unwrap();
-    let got = fetch_adapter(&mut c, w, 2, Duration::from_secs(10)).await.unwrap();
-    assert_eq!((got.version, &got.bytes[..]), (2, &bytes[..]));
-    let latest = fetch_adapter(&mut c, w, 0, Duration::from_secs(10)).await.unwrap();
-    assert_eq!(latest.version, 2);
-    let old = fetch_adapter(&mut c, w, 1, Duration::from_secs(10)).await.unwrap();
+    l.handle.publish_adapter(v(2), bytes.clone()).unwrap();
+    let got = fetch_adapter(&mut c, w, v(2), Duration::from_secs(10)).await.unwrap();
+    assert_eq!((got.version, &got.bytes[..]), (v(2), &bytes[..]));
+    let latest = fetch_adapter(&mut c, w, AdapterVersion::NONE, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(latest.version, v(2));
+    let old = fetch_adapter(&mut c, w, v(1), Duration::from_secs(10)).await.unwrap();
     assert_eq!(&old.bytes[..], b"adapter v1");
-    assert!(l.handle.publish_adapter(2, vec![]).is_err(), "versions must increase");
+    assert!(l.handle.publish_adapter(v(2), vec![]).is_err(), "versions must increase");
 
     let r = c.add_examples(pb::AddExamplesRequest { jsonl: "{\"a\":1}\nbad\n{}".into() }).await.unwrap().into_inner();
     assert_eq!(r.accepted, 2);

@@ -1,8 +1,9 @@
-//! The seam between the rollout loop and the model: the lead implements [`RolloutEngine`] with
-//! `asrl_common::model` + `asrl_common::generate`; tests use a fake.
+//! The seam between the rollout loop and the model: [`ModelEngine`] implements [`RolloutEngine`]
+//! with `asrl_common::model` + `asrl_common::sample`; tests use a fake.
 
 use asrl_common::config::SamplingParams;
-use asrl_common::rollout::{GeneratedCompletion, PromptWork};
+use asrl_common::rollout::{AdapterVersion, PromptWork};
+use asrl_common::sample::Completion;
 
 pub type EngineError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -11,11 +12,11 @@ pub type EngineError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub trait RolloutEngine: Send + 'static {
     /// Replaces the active adapter with `safetensors` (the bytes of
     /// `LoraAdapter::to_safetensors_bytes`, checksum already verified) as version `version`.
-    fn load_adapter(&mut self, version: u64, safetensors: &[u8]) -> Result<(), EngineError>;
+    fn load_adapter(&mut self, version: AdapterVersion, safetensors: &[u8]) -> Result<(), EngineError>;
 
     /// `params.n` completions of `prompt.prompt_tokens`, each with one behaviour log-prob per
     /// token. `params.seed` is already specific to this prompt.
-    fn generate_group(&mut self, prompt: &PromptWork, params: &SamplingParams) -> Result<Vec<GeneratedCompletion>, EngineError>;
+    fn sample_group(&mut self, prompt: &PromptWork, params: &SamplingParams) -> Result<Vec<Completion>, EngineError>;
 }
 
 /// The real engine: the base model, with the learner's current adapter merged into its weights
@@ -24,22 +25,22 @@ pub struct ModelEngine {
     base: asrl_common::model::Model,
     merged: Option<asrl_common::model::Model>,
     tokenizer: asrl_common::tokenizer::Tokenizer,
-    version: u64,
+    version: AdapterVersion,
 }
 
 impl ModelEngine {
     pub fn new(loaded: asrl_common::model::LoadedModel) -> Self {
-        Self { base: loaded.model, merged: None, tokenizer: loaded.tokenizer, version: 0 }
+        Self { base: loaded.model, merged: None, tokenizer: loaded.tokenizer, version: AdapterVersion::NONE }
     }
 
-    /// Adapter version currently merged (0: the base model).
-    pub fn version(&self) -> u64 {
+    /// Adapter version currently merged ([`AdapterVersion::NONE`]: the base model).
+    pub fn version(&self) -> AdapterVersion {
         self.version
     }
 }
 
 impl RolloutEngine for ModelEngine {
-    fn load_adapter(&mut self, version: u64, safetensors: &[u8]) -> Result<(), EngineError> {
+    fn load_adapter(&mut self, version: AdapterVersion, safetensors: &[u8]) -> Result<(), EngineError> {
         let adapter = asrl_common::model::LoraAdapter::from_self_describing_bytes(
             safetensors,
             self.base.config(),
@@ -50,14 +51,9 @@ impl RolloutEngine for ModelEngine {
         Ok(())
     }
 
-    fn generate_group(&mut self, prompt: &PromptWork, params: &SamplingParams) -> Result<Vec<GeneratedCompletion>, EngineError> {
+    fn sample_group(&mut self, prompt: &PromptWork, params: &SamplingParams) -> Result<Vec<Completion>, EngineError> {
         let model = self.merged.as_ref().unwrap_or(&self.base);
-        let completions =
-            asrl_common::generate::generate_group(model, None, &self.tokenizer, &prompt.prompt_tokens, params)?;
-        Ok(completions
-            .into_iter()
-            .map(|c| GeneratedCompletion { tokens: c.tokens, logprobs: c.logprobs, text: c.text, finish: c.finish })
-            .collect())
+        Ok(asrl_common::sample::sample_group(model, None, &self.tokenizer, &prompt.prompt_tokens, params)?)
     }
 }
 
@@ -90,7 +86,7 @@ mod tests {
             example_type: String::new(),
         };
         let params = SamplingParams { n: 3, temperature: 0.0, top_p: 1.0, max_new_tokens: 6, seed: 1 };
-        let base = engine.generate_group(&prompt, &params).unwrap();
+        let base = engine.sample_group(&prompt, &params).unwrap();
         assert_eq!(base.len(), 3);
         assert!(base.iter().all(|c| c.tokens.len() == c.logprobs.len() && !c.tokens.is_empty()));
 
@@ -104,12 +100,13 @@ mod tests {
             }
         }
         let bytes = adapter.to_safetensors_bytes().unwrap();
-        engine.load_adapter(5, &bytes).unwrap();
-        assert_eq!(engine.version(), 5);
-        let tuned = engine.generate_group(&prompt, &params).unwrap();
+        let (v5, v6) = (AdapterVersion::new(5), AdapterVersion::new(6));
+        engine.load_adapter(v5, &bytes).unwrap();
+        assert_eq!(engine.version(), v5);
+        let tuned = engine.sample_group(&prompt, &params).unwrap();
         assert_ne!(base[0].logprobs, tuned[0].logprobs);
 
-        assert!(engine.load_adapter(6, b"not safetensors").is_err());
-        assert_eq!(engine.version(), 5, "a bad payload leaves the loaded adapter in place");
+        assert!(engine.load_adapter(v6, b"not safetensors").is_err());
+        assert_eq!(engine.version(), v5, "a bad payload leaves the loaded adapter in place");
     }
 }

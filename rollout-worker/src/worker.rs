@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use asrl_common::config::{GrpcClientConfig, SamplingParams};
-use asrl_common::rollout::{GeneratedCompletion, PromptWork, RewardFn, RewardScores};
+use asrl_common::rollout::{AdapterVersion, GroupScoreError, GroupScorer, PromptWork, ScoredCompletion};
+use asrl_common::sample::Completion;
 use asrl_common::transport::convert::{completion_to_wire, prompt_from_wire, sampling_from_wire};
 use asrl_common::transport::{self, fetch_adapter_into, recycle_buffer, with_deadline, AuthChannel, Backoff, FetchError};
 use asrl_proto::v1 as pb;
@@ -34,8 +35,8 @@ pub enum WorkerError {
     Transport(#[from] transport::TransportError),
     #[error("rollout engine: {0}")]
     Engine(EngineError),
-    #[error("reward: {0}")]
-    Reward(#[from] asrl_common::rollout::RewardError),
+    #[error(transparent)]
+    Reward(#[from] GroupScoreError),
     #[error("engine returned a malformed group for prompt {prompt_id}: {message}")]
     BadGroup { prompt_id: String, message: String },
     #[error("learner refused registration: {0}")]
@@ -79,9 +80,9 @@ fn classify(rpc: &str, status: Status) -> Option<SessionEnd> {
 struct Loop<E: RolloutEngine> {
     opts: WorkerOptions,
     engine: Option<E>,
-    reward: Arc<dyn RewardFn>,
+    reward: Arc<dyn GroupScorer>,
     status: WorkerStatusHandle,
-    loaded_version: u64,
+    loaded_version: AdapterVersion,
     /// The last adapter's receive buffer, reused for the next download (its pages are already
     /// mapped: ~20-40 ms less per 80 MB adapter than fresh memory).
     adapter_buf: Vec<u8>,
@@ -91,12 +92,12 @@ struct Loop<E: RolloutEngine> {
 pub async fn run_worker<E: RolloutEngine>(
     opts: WorkerOptions,
     engine: E,
-    reward: Arc<dyn RewardFn>,
+    reward: Arc<dyn GroupScorer>,
     status: WorkerStatusHandle,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), WorkerError> {
     let mut backoff = Backoff::from_config(&opts.client);
-    let mut this = Loop { opts, engine: Some(engine), reward, status, loaded_version: 0, adapter_buf: Vec::new() };
+    let mut this = Loop { opts, engine: Some(engine), reward, status, loaded_version: AdapterVersion::NONE, adapter_buf: Vec::new() };
     loop {
         if *shutdown.borrow() {
             return Ok(());
@@ -145,7 +146,7 @@ impl<E: RolloutEngine> Loop<E> {
         let worker_id = reg.worker_id;
         // A restarted learner numbers its adapters again from its checkpoint: a version this
         // worker holds may now name other weights, so fetch afresh.
-        self.loaded_version = 0;
+        self.loaded_version = AdapterVersion::NONE;
         self.status.lock().worker_id = worker_id;
         tracing::info!(worker_id, url = %self.opts.client.url, "registered with the learner");
 
@@ -218,11 +219,12 @@ impl<E: RolloutEngine> Loop<E> {
         };
         self.status.lock().current_lease_id = lease_id;
 
-        if lease.adapter_version != self.loaded_version {
+        let lease_version = AdapterVersion::new(lease.adapter_version);
+        if lease_version != self.loaded_version {
             self.status.set_state("fetching-adapter");
             let deadline = Duration::from_millis(self.opts.client.adapter_fetch_timeout_ms);
             let buf = std::mem::take(&mut self.adapter_buf);
-            let payload = match fetch_adapter_into(client, worker_id, lease.adapter_version, deadline, buf).await {
+            let payload = match fetch_adapter_into(client, worker_id, lease_version, deadline, buf).await {
                 Ok(p) => p,
                 Err(FetchError::Rpc(s)) => match classify("FetchAdapter", s) {
                     Some(end) => return Err(end),
@@ -243,8 +245,8 @@ impl<E: RolloutEngine> Loop<E> {
                 .map_err(SessionEnd::Fatal)?;
             self.adapter_buf = recycle_buffer(bytes);
             self.loaded_version = version;
-            self.status.lock().adapter_version = version;
-            tracing::info!(version, "adapter loaded");
+            self.status.lock().adapter_version = version.get();
+            tracing::info!(version = version.get(), "adapter loaded");
         }
 
         self.status.set_state("generating");
@@ -254,23 +256,28 @@ impl<E: RolloutEngine> Loop<E> {
         for prompt in prompts {
             let params = SamplingParams { seed: prompt_seed(sampling.seed, &prompt.prompt_id), ..sampling.clone() };
             let reward = self.reward.clone();
-            let (prompt, completions, scores) = self
+            let (prompt, scored) = self
                 .with_engine(move |engine| {
-                    let completions = engine.generate_group(&prompt, &params).map_err(WorkerError::Engine)?;
+                    let completions = engine.sample_group(&prompt, &params).map_err(WorkerError::Engine)?;
                     check_group(&prompt, &params, &completions)?;
-                    let scores = reward.score(&prompt, &completions)?;
-                    if scores.len() != completions.len() {
+                    let rewards = reward.score_group(&prompt, &completions)?;
+                    if rewards.len() != completions.len() {
                         return Err(WorkerError::BadGroup {
                             prompt_id: prompt.prompt_id.clone(),
-                            message: format!("{} reward scores for {} completions", scores.len(), completions.len()),
+                            message: format!("{} reward scores for {} completions", rewards.len(), completions.len()),
                         });
                     }
-                    Ok((prompt, completions, scores))
+                    let scored = completions
+                        .into_iter()
+                        .zip(rewards)
+                        .map(|(completion, reward)| ScoredCompletion { completion, reward })
+                        .collect::<Vec<_>>();
+                    Ok((prompt, scored))
                 })
                 .await
                 .map_err(SessionEnd::Fatal)?;
-            generated_tokens += completions.iter().map(|c| c.tokens.len() as u64).sum::<u64>();
-            groups.push(group_to_wire(&prompt, &completions, &scores));
+            generated_tokens += scored.iter().map(|c| c.completion.tokens.len() as u64).sum::<u64>();
+            groups.push(group_to_wire(&prompt, &scored));
         }
         let seconds = started.elapsed().as_secs_f64();
 
@@ -279,7 +286,7 @@ impl<E: RolloutEngine> Loop<E> {
         let req = pb::SubmitGroupsRequest {
             lease_id,
             worker_id,
-            adapter_version: self.loaded_version,
+            adapter_version: self.loaded_version.get(),
             groups,
             timings: Some(pb::Timings { generation_seconds: seconds, generated_tokens }),
         };
@@ -358,7 +365,7 @@ pub fn prompt_seed(seed: u64, prompt_id: &str) -> u64 {
     h
 }
 
-fn check_group(prompt: &PromptWork, params: &SamplingParams, completions: &[GeneratedCompletion]) -> Result<(), WorkerError> {
+fn check_group(prompt: &PromptWork, params: &SamplingParams, completions: &[Completion]) -> Result<(), WorkerError> {
     let bad = |message: String| WorkerError::BadGroup { prompt_id: prompt.prompt_id.clone(), message };
     if completions.len() != params.n {
         return Err(bad(format!("{} completions, group size {}", completions.len(), params.n)));
@@ -371,9 +378,6 @@ fn check_group(prompt: &PromptWork, params: &SamplingParams, completions: &[Gene
     Ok(())
 }
 
-fn group_to_wire(prompt: &PromptWork, completions: &[GeneratedCompletion], scores: &[RewardScores]) -> pb::GroupResult {
-    pb::GroupResult {
-        prompt_id: prompt.prompt_id.clone(),
-        completions: completions.iter().zip(scores).map(|(c, r)| completion_to_wire(c, r)).collect(),
-    }
+fn group_to_wire(prompt: &PromptWork, completions: &[ScoredCompletion]) -> pb::GroupResult {
+    pb::GroupResult { prompt_id: prompt.prompt_id.clone(), completions: completions.iter().map(completion_to_wire).collect() }
 }

@@ -8,7 +8,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use asrl_common::config::{GrpcClientConfig, GrpcServerConfig, LeaseConfig, SamplingParams};
-use asrl_common::rollout::{ExampleKind, FinishReason, GeneratedCompletion, PromptWork, RewardError, RewardFn, RewardScores};
+use asrl_common::reward::Reward;
+use asrl_common::rollout::{AdapterVersion, ExampleKind, GroupScoreError, GroupScorer, PromptWork};
+use asrl_common::sample::{Completion, FinishReason};
 use asrl_learner::service::{new_learner, serve_learner, ServiceOptions};
 use asrl_rollout_worker::engine::{EngineError, RolloutEngine};
 use asrl_rollout_worker::status::{serve_worker_status, WorkerStatusHandle};
@@ -19,17 +21,17 @@ const GROUP: usize = 6;
 
 /// Deterministic fake model. With `hang` set, the first group blocks until `release`.
 struct FakeEngine {
-    loaded: Arc<Mutex<Vec<(u64, usize)>>>,
+    loaded: Arc<Mutex<Vec<(AdapterVersion, usize)>>>,
     hang: Option<(mpsc::Sender<()>, Arc<AtomicBool>)>,
 }
 
 impl RolloutEngine for FakeEngine {
-    fn load_adapter(&mut self, version: u64, safetensors: &[u8]) -> Result<(), EngineError> {
+    fn load_adapter(&mut self, version: AdapterVersion, safetensors: &[u8]) -> Result<(), EngineError> {
         self.loaded.lock().unwrap().push((version, safetensors.len()));
         Ok(())
     }
 
-    fn generate_group(&mut self, prompt: &PromptWork, params: &SamplingParams) -> Result<Vec<GeneratedCompletion>, EngineError> {
+    fn sample_group(&mut self, prompt: &PromptWork, params: &SamplingParams) -> Result<Vec<Completion>, EngineError> {
         if let Some((started, release)) = self.hang.take() {
             let _ = started.send(());
             let t0 = Instant::now();
@@ -40,7 +42,7 @@ impl RolloutEngine for FakeEngine {
         Ok((0..params.n)
             .map(|j| {
                 let tokens: Vec<u32> = prompt.prompt_tokens.iter().map(|t| (t + j as u32 + params.seed as u32) % VOCAB).collect();
-                GeneratedCompletion {
+                Completion {
                     logprobs: vec![-0.25; tokens.len()],
                     text: format!("answer {j}"),
                     tokens,
@@ -52,11 +54,11 @@ impl RolloutEngine for FakeEngine {
 }
 
 struct LengthReward;
-impl RewardFn for LengthReward {
-    fn score(&self, _prompt: &PromptWork, completions: &[GeneratedCompletion]) -> Result<Vec<RewardScores>, RewardError> {
+impl GroupScorer for LengthReward {
+    fn score_group(&self, _prompt: &PromptWork, completions: &[Completion]) -> Result<Vec<Reward>, GroupScoreError> {
         Ok(completions
             .iter()
-            .map(|c| RewardScores { total: c.text.len() as f64, components: vec![("length".into(), c.text.len() as f64)] })
+            .map(|c| Reward { total: c.text.len() as f64, components: [("length".into(), c.text.len() as f64)].into() })
             .collect())
     }
 }
@@ -103,7 +105,7 @@ async fn two_workers_finish_a_phase_despite_one_dying_mid_lease() {
         ..Default::default()
     };
     let (service, handle, rx) = new_learner(ServiceOptions { leases, vocab_size: VOCAB }, None);
-    handle.publish_adapter(1, vec![7u8; 3 << 20]).unwrap();
+    handle.publish_adapter(AdapterVersion::new(1), vec![7u8; 3 << 20]).unwrap();
     handle.start_phase(prompts(n_prompts), SamplingParams { n: GROUP, max_new_tokens: 16, ..Default::default() }).unwrap();
     let server_cfg = GrpcServerConfig { bind: ([127, 0, 0, 1], 0).into(), ..Default::default() };
     let server = serve_learner(&server_cfg, service.clone()).await.unwrap();
@@ -142,10 +144,13 @@ async fn two_workers_finish_a_phase_despite_one_dying_mid_lease() {
     assert_eq!(ids.len(), n_prompts);
     for g in &groups {
         assert_eq!(g.completions.len(), GROUP);
-        assert_eq!(g.adapter_version, 1);
-        assert!(g.completions.iter().all(|c| c.completion_tokens.len() == c.behaviour_logprobs.len() && c.reward == 8.0));
+        assert_eq!(g.adapter_version, AdapterVersion::new(1));
+        assert!(g
+            .completions
+            .iter()
+            .all(|c| c.completion.tokens.len() == c.completion.logprobs.len() && c.reward.total == 8.0));
     }
-    assert_eq!(&*b_loaded.lock().unwrap(), &[(1, 3 << 20)], "adapter fetched once and cached");
+    assert_eq!(&*b_loaded.lock().unwrap(), &[(AdapterVersion::new(1), 3 << 20)], "adapter fetched once and cached");
 
     // The worker's own status endpoint reports its progress.
     let cfg = GrpcClientConfig { url: format!("http://{}", status_server.local_addr()), ..Default::default() };
@@ -162,13 +167,13 @@ async fn two_workers_finish_a_phase_despite_one_dying_mid_lease() {
         ServiceOptions { leases: LeaseConfig { prompts_per_lease: 2, no_work_retry_ms: 20, ..Default::default() }, vocab_size: VOCAB },
         None,
     );
-    handle2.publish_adapter(5, vec![1u8; 100]).unwrap();
+    handle2.publish_adapter(AdapterVersion::new(5), vec![1u8; 100]).unwrap();
     handle2.start_phase(prompts(4), SamplingParams { n: GROUP, max_new_tokens: 16, ..Default::default() }).unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let server2 = serve_learner(&GrpcServerConfig { bind: addr, ..Default::default() }, service2).await.unwrap();
     wait_until("the second phase", Duration::from_secs(30), || handle2.phase_counters().completed == 4).await;
     assert_eq!(rx2.try_iter().count(), 4);
-    assert_eq!(b_loaded.lock().unwrap().last(), Some(&(5, 100)));
+    assert_eq!(b_loaded.lock().unwrap().last(), Some(&(AdapterVersion::new(5), 100)));
 
     b_stop.send(true).unwrap();
     b.await.unwrap().unwrap();

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use asrl_common::config::SamplingParams;
-use asrl_common::generate::generate_group;
+use asrl_common::sample::sample_group;
 use asrl_common::model::{load, token_logprobs, LoadedModel, LoraAdapter, Model};
 use asrl_tests::{asset, binary, fixture, fixture_json, python_with};
 use candle_core::{DType, Device, Tensor};
@@ -120,7 +120,7 @@ fn check_greedy(arch: &str) {
                 want.truncate(p + 1);
             }
             let params = SamplingParams { n: 2, temperature: 0.0, top_p: 1.0, max_new_tokens: 12, seed: 3 };
-            let out = generate_group(&loaded.model, ad, &loaded.tokenizer, &prompt_ids, &params).unwrap();
+            let out = sample_group(&loaded.model, ad, &loaded.tokenizer, &prompt_ids, &params).unwrap();
             for c in &out {
                 assert_eq!(c.tokens, want, "{arch} greedy {key} for {prompt:?}");
             }

@@ -29,8 +29,8 @@ pub use reward::{RewardComponentConfig, RewardConfig};
 pub use model::{ModelSection, WeightDtype};
 pub use root::{AsrlConfig, ConfigError};
 pub use run::RunConfig;
-pub use sampling::SamplingParams;
-pub use schedule::{Monitor, ScheduleConfig, ScheduleKind, Stage};
+pub use sampling::{SamplingError, SamplingField, SamplingParams};
+pub use schedule::{Monitor, ScheduleConfig, ScheduleKind};
 pub use workers::WorkersConfig;
 pub use train::{
     AdvantageScaling, CheckpointConfig, GrpoConfig, LossAggregation, OptimiserConfig, SftConfig,

@@ -127,14 +127,8 @@ impl AsrlConfig {
         if !(0.0..=1.0).contains(&s.adaptive_min_fraction) {
             return bad("schedule.adaptive_min_fraction", format!("is {}: must be in [0, 1]", s.adaptive_min_fraction));
         }
-        if self.sampling.n == 0 {
-            return bad("sampling.n", "must be at least 1".into());
-        }
-        if !(self.sampling.temperature >= 0.0 && self.sampling.temperature.is_finite()) {
-            return bad("sampling.temperature", format!("is {}: must be finite and >= 0", self.sampling.temperature));
-        }
-        if !(self.sampling.top_p > 0.0 && self.sampling.top_p <= 1.0) {
-            return bad("sampling.top_p", format!("is {}: must be in (0, 1]", self.sampling.top_p));
+        if let Err(e) = self.sampling.validate_for_rollout() {
+            return bad(e.field.config_key(), e.message);
         }
         if self.lora.r == 0 {
             return bad("lora.r", "must be at least 1".into());

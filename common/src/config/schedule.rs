@@ -1,5 +1,7 @@
 use serde::{Deserialize, Serialize};
 
+use crate::phase::Phase;
+
 /// Which phases each epoch runs (see `asrl_learner::schedule` for the exact plans). Also the
 /// value of `asrl-learner train --schedule` (with the `cli` feature).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,14 +45,6 @@ pub enum Monitor {
     FormatAccuracy,
 }
 
-/// An ARES stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stage {
-    Sft,
-    Grpo,
-}
-
 /// `[schedule]`: phase schedule, epoch budget and early stopping.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -71,8 +65,8 @@ pub struct ScheduleConfig {
     pub sft_examples_per_epoch: usize,
     /// `sequential`: SFT-only epochs before switching to GRPO for good.
     pub sequential_sft_epochs: usize,
-    /// `ares`: the stage the run starts in.
-    pub ares_first_stage: Stage,
+    /// `ares`: the phase the run's first stage trains.
+    pub ares_first_stage: Phase,
     /// `ares`: switch stage after this many consecutive epochs without improvement of the stage's
     /// metric (SFT: validation loss after SFT; GRPO: validation mean reward).
     pub ares_plateau_epochs: usize,
@@ -93,7 +87,7 @@ impl Default for ScheduleConfig {
             questions_per_epoch: 8,
             sft_examples_per_epoch: 0,
             sequential_sft_epochs: 3,
-            ares_first_stage: Stage::Grpo,
+            ares_first_stage: Phase::Grpo,
             ares_plateau_epochs: 2,
             adaptive_target_accuracy: 0.9,
             adaptive_min_fraction: 0.1,

@@ -1,7 +1,11 @@
 //! An example as the model sees it: chat-templated prompt tokens, then response tokens.
 //!
 //! The learner's SFT labels, its validation loss and the prompts it leases to rollout workers all
-//! come from here, so training and sampling agree on where the prompt ends.
+//! come from here, so training and sampling agree on where the prompt ends; and so does the
+//! `max_seq_len` filter ([`ExampleEncoder::seq_len`]) of both `train` and `data check`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 use super::{format_context, Example, Message};
 use crate::tokenizer::{Tokenizer, TokenizerError};
@@ -72,3 +76,47 @@ pub fn encode_example(tokenizer: &Tokenizer, example: &Example) -> Result<Encode
     Ok(EncodedExample { prompt: tokenizer.encode(&prompt, false)?, response: tokenizer.encode(&response, false)? })
 }
 
+
+/// [`encode_example`] with a cache keyed by content, so a growing dataset is only tokenised for
+/// what is new. Single-threaded (the cache is a `RefCell`).
+pub struct ExampleEncoder {
+    tokenizer: Tokenizer,
+    cache: RefCell<HashMap<[u8; 32], EncodedExample>>,
+}
+
+impl ExampleEncoder {
+    pub fn new(tokenizer: Tokenizer) -> Self {
+        Self { tokenizer, cache: RefCell::new(HashMap::new()) }
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn encode(&self, example: &Example) -> Result<EncodedExample, TokenizerError> {
+        let key = example.content_key();
+        if let Some(e) = self.cache.borrow().get(&key) {
+            return Ok(e.clone());
+        }
+        let encoded = encode_example(&self.tokenizer, example)?;
+        self.cache.borrow_mut().insert(key, encoded.clone());
+        Ok(encoded)
+    }
+
+    /// The length the dataset's `max_seq_len` filter compares: prompt + response tokens as SFT
+    /// trains on them. An example the tokenizer rejects counts as over any limit (it is filtered
+    /// and reported as too long) rather than stopping a run.
+    pub fn seq_len(&self, example: &Example) -> usize {
+        match self.encode(example) {
+            Ok(e) => e.len(),
+            Err(e) => {
+                tracing::warn!(
+                    id = example.id.as_deref().unwrap_or("(no id)"),
+                    error = %e,
+                    "example cannot be tokenised: filtered as too long"
+                );
+                usize::MAX
+            }
+        }
+    }
+}

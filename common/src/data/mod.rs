@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 pub use append::{append_examples, append_json, AppendReceipt};
 pub use context::{format_context, parse_context, Message};
-pub use encode::{encode_example, prompt_text, EncodedExample};
+pub use encode::{encode_example, prompt_text, EncodedExample, ExampleEncoder};
 pub use example::{parse_line, parse_value, BadReason, Example};
 pub use live::{thousands, BadLine, DataReport, LiveDataset, Snapshot, SplitCounts};
 pub use split::{Split, SplitFractions};

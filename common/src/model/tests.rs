@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::*;
 use crate::config::{LoraConfig, LoraTarget, SamplingParams};
-use crate::generate::{generate_group, FinishReason};
+use crate::sample::{sample_group, FinishReason};
 
 pub(crate) fn tiny_config(arch: Arch, tie: bool) -> ModelConfig {
     ModelConfig {
@@ -372,7 +372,7 @@ fn loads_hf_dirs_and_names_bad_files() {
 }
 
 #[test]
-fn generate_group_is_seeded_and_reports_true_logprobs() {
+fn sample_group_is_seeded_and_reports_true_logprobs() {
     let cfg = tiny_config(Arch::Llama, true);
     let dir = tempfile::tempdir().unwrap();
     write_hf_dir(dir.path(), &cfg, 3);
@@ -380,10 +380,10 @@ fn generate_group_is_seeded_and_reports_true_logprobs() {
     let adapter = busy_adapter(&cfg, &LoraConfig { r: 4, alpha: 8.0, ..Default::default() }, 1);
     let prompt = [5u32, 9, 33, 2];
     let params = SamplingParams { n: 4, temperature: 1.3, top_p: 0.9, max_new_tokens: 12, seed: 17 };
-    let group = generate_group(&model, Some(&adapter), &tokenizer, &prompt, &params).unwrap();
+    let group = sample_group(&model, Some(&adapter), &tokenizer, &prompt, &params).unwrap();
     assert_eq!(group.len(), 4);
-    assert_eq!(group, generate_group(&model, Some(&adapter), &tokenizer, &prompt, &params).unwrap());
-    let other = generate_group(&model, Some(&adapter), &tokenizer, &prompt, &SamplingParams { seed: 18, ..params.clone() });
+    assert_eq!(group, sample_group(&model, Some(&adapter), &tokenizer, &prompt, &params).unwrap());
+    let other = sample_group(&model, Some(&adapter), &tokenizer, &prompt, &SamplingParams { seed: 18, ..params.clone() });
     assert_ne!(group, other.unwrap(), "a different seed gives a different group");
     assert!(group.windows(2).any(|w| w[0].tokens != w[1].tokens), "samples of a group differ");
     for c in &group {
@@ -406,10 +406,10 @@ fn generate_group_is_seeded_and_reports_true_logprobs() {
 
     // Greedy: every row is the same argmax continuation, matching a merged model.
     let greedy = SamplingParams { n: 3, temperature: 0.0, top_p: 1.0, max_new_tokens: 8, seed: 0 };
-    let g = generate_group(&model, Some(&adapter), &tokenizer, &prompt, &greedy).unwrap();
+    let g = sample_group(&model, Some(&adapter), &tokenizer, &prompt, &greedy).unwrap();
     assert!(g.iter().all(|c| c.tokens == g[0].tokens));
     let merged = model.merge(&adapter).unwrap();
-    assert_eq!(generate_group(&merged, None, &tokenizer, &prompt, &greedy).unwrap()[0].tokens, g[0].tokens);
+    assert_eq!(sample_group(&merged, None, &tokenizer, &prompt, &greedy).unwrap()[0].tokens, g[0].tokens);
     let mut seq = prompt.to_vec();
     for &t in &g[0].tokens {
         let logits = model.forward(&ids(&[&seq]), Some(&adapter)).unwrap();
@@ -418,10 +418,10 @@ fn generate_group_is_seeded_and_reports_true_logprobs() {
         seq.push(t);
     }
 
-    assert!(generate_group(&model, None, &tokenizer, &[], &greedy).is_err());
-    assert!(generate_group(&model, None, &tokenizer, &prompt, &SamplingParams { top_p: 0.0, ..greedy.clone() }).is_err());
-    assert!(generate_group(&model, None, &tokenizer, &[70], &greedy).is_err());
-    let none = generate_group(&model, None, &tokenizer, &prompt, &SamplingParams { max_new_tokens: 0, ..greedy }).unwrap();
+    assert!(sample_group(&model, None, &tokenizer, &[], &greedy).is_err());
+    assert!(sample_group(&model, None, &tokenizer, &prompt, &SamplingParams { top_p: 0.0, ..greedy.clone() }).is_err());
+    assert!(sample_group(&model, None, &tokenizer, &[70], &greedy).is_err());
+    let none = sample_group(&model, None, &tokenizer, &prompt, &SamplingParams { max_new_tokens: 0, ..greedy }).unwrap();
     assert!(none.iter().all(|c| c.tokens.is_empty()));
 }
 

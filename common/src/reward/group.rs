@@ -1,15 +1,12 @@
 //! The configured reward components as the rollout loop's group scorer.
 
-use crate::rollout::{self, ExampleKind, GeneratedCompletion, PromptWork, RewardScores};
+use crate::rollout::{ExampleKind, GroupScoreError, GroupScorer, PromptWork};
+use crate::sample::Completion;
 
-use super::{RewardInput, RewardScorer};
+use super::{Reward, RewardInput, RewardScorer};
 
-impl rollout::RewardFn for RewardScorer {
-    fn score(
-        &self,
-        prompt: &PromptWork,
-        completions: &[GeneratedCompletion],
-    ) -> Result<Vec<RewardScores>, rollout::RewardError> {
+impl GroupScorer for RewardScorer {
+    fn score_group(&self, prompt: &PromptWork, completions: &[Completion]) -> Result<Vec<Reward>, GroupScoreError> {
         // The dataset's type when the learner sent it; else whether the answer is checkable.
         let example_type = match (prompt.example_type.as_str(), prompt.kind) {
             ("", ExampleKind::Verifiable) => "verifiable",
@@ -21,11 +18,7 @@ impl rollout::RewardFn for RewardScorer {
             .map(|c| {
                 let input = RewardInput::new(&prompt.prompt_text, &c.text, &prompt.ground_truth, example_type)
                     .with_completion_tokens(c.tokens.len());
-                let score = RewardScorer::score(self, &input).map_err(|e| rollout::RewardError {
-                    prompt_id: prompt.prompt_id.clone(),
-                    message: e.to_string(),
-                })?;
-                Ok(RewardScores { total: score.total, components: score.components.into_iter().collect() })
+                self.score(&input).map_err(|source| GroupScoreError { prompt_id: prompt.prompt_id.clone(), source })
             })
             .collect()
     }
@@ -37,10 +30,10 @@ mod tests {
 
     use super::*;
     use crate::config::RewardConfig;
-    use crate::generate::FinishReason;
+    use crate::sample::FinishReason;
 
-    fn completion(text: &str) -> GeneratedCompletion {
-        GeneratedCompletion { tokens: vec![1, 2, 3], logprobs: vec![-0.1; 3], text: text.into(), finish: FinishReason::Eos }
+    fn completion(text: &str) -> Completion {
+        Completion { tokens: vec![1, 2, 3], logprobs: vec![-0.1; 3], text: text.into(), finish: FinishReason::Eos }
     }
 
     #[test]
@@ -55,15 +48,15 @@ mod tests {
             example_type: String::new(),
         };
         let good = "<|thinking|>\n[LOGIC]2+2=4[/LOGIC]\n[INTUITION]small sums[/INTUITION]\n<|/thinking|>\n4";
-        let scores = rollout::RewardFn::score(&scorer, &prompt, &[completion(good), completion("5")]).unwrap();
+        let scores = scorer.score_group(&prompt, &[completion(good), completion("5")]).unwrap();
         assert_eq!(scores.len(), 2);
         assert!((scores[0].total - 1.0).abs() < 1e-9, "{:?}", scores[0]);
         assert!(scores[1].total < 0.0, "{:?}", scores[1]);
-        assert!(scores[0].components.iter().any(|(name, _)| name == "format"), "{:?}", scores[0]);
+        assert!(scores[0].components.contains_key("format"), "{:?}", scores[0]);
     }
 
     #[test]
-    fn per_type_components_see_the_dataset_type_from_the_lease() {
+    fn per_type_components_see_the_example_type_from_the_lease() {
         let cfg: RewardConfig = toml::from_str(
             "[[components]]\nname = \"format\"\ntypes = [\"simple_qa\"]\nparams = { mode = \"strict\" }\n",
         )
@@ -77,7 +70,7 @@ mod tests {
             kind: ExampleKind::Verifiable,
             example_type: ty.into(),
         };
-        let score = |ty: &str| rollout::RewardFn::score(&scorer, &prompt(ty), &[completion("4")]).unwrap()[0].total;
+        let score = |ty: &str| scorer.score_group(&prompt(ty), &[completion("4")]).unwrap()[0].total;
         assert_eq!(score("simple_qa"), -1.0, "the format component applies to its type");
         assert_eq!(score("multi_turn"), 0.0, "and scores 0 elsewhere");
     }

@@ -2,8 +2,9 @@
 //! plus a small registry of named reward functions combined by weight.
 //!
 //! - [`format_ok_strict`] is the **format accuracy** metric.
-//! - [`RewardFn`] is the plug-in interface (an external reward service implements it).
-//! - [`RewardScorer`] sums the configured components ([`crate::config::RewardConfig`]).
+//! - [`RewardFn`] is the per-completion plug-in interface of one named component.
+//! - [`RewardScorer`] sums the configured components ([`crate::config::RewardConfig`]) into a
+//!   [`Reward`], and scores whole groups for the rollout loop as a [`crate::rollout::GroupScorer`].
 
 mod answer;
 mod correctness;
@@ -23,7 +24,7 @@ pub use format::{
 pub use length::LengthPenalty;
 pub use numeric::{last_number, NumericReward};
 pub use pattern::{MatchTarget, RegexReward};
-pub use scorer::{RewardConstructor, RewardRegistry, RewardScore, RewardScorer};
+pub use scorer::{Reward, RewardConstructor, RewardRegistry, RewardScorer};
 
 use serde::de::DeserializeOwned;
 

@@ -95,9 +95,10 @@ struct Component {
     reward: Box<dyn RewardFn>,
 }
 
-/// The total reward of one completion and each component's unweighted score.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RewardScore {
+/// The reward of one completion: the weighted total the advantage uses, and each component's
+/// unweighted score by label (for logs and metrics).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Reward {
     pub total: f64,
     pub components: BTreeMap<String, f64>,
 }
@@ -155,7 +156,7 @@ impl RewardScorer {
         self.components.iter().map(|c| c.label.as_str()).collect()
     }
 
-    pub fn score(&self, input: &RewardInput<'_>) -> Result<RewardScore, RewardError> {
+    pub fn score(&self, input: &RewardInput<'_>) -> Result<Reward, RewardError> {
         let mut total = 0.0;
         let mut components = BTreeMap::new();
         for c in &self.components {
@@ -172,7 +173,7 @@ impl RewardScorer {
             total += c.weight * score;
             components.insert(c.label.clone(), score);
         }
-        Ok(RewardScore { total, components })
+        Ok(Reward { total, components })
     }
 }
 

@@ -16,6 +16,7 @@ use xxhash_rust::xxh3::{xxh3_128, Xxh3Default};
 
 use super::client::{with_deadline, AuthChannel};
 use super::ADAPTER_CHUNK_BYTES;
+use crate::rollout::AdapterVersion;
 
 /// Refuse to allocate for a payload announced larger than this (a 7B model's r=64 all-module
 /// adapter in f32 is ≈ 0.6 GB).
@@ -55,14 +56,14 @@ pub enum AdapterTransferError {
 /// One serialised adapter version, shared (cheaply cloned) by every worker download.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdapterPayload {
-    pub version: u64,
+    pub version: AdapterVersion,
     pub bytes: Bytes,
     pub checksum: Checksum,
 }
 
 impl AdapterPayload {
     /// Hashes once; later chunking and serving never copy the bytes.
-    pub fn new(version: u64, bytes: impl Into<Bytes>) -> Self {
+    pub fn new(version: AdapterVersion, bytes: impl Into<Bytes>) -> Self {
         let bytes = bytes.into();
         let checksum = checksum(&bytes);
         Self { version, bytes, checksum }
@@ -81,7 +82,7 @@ impl AdapterPayload {
             let start = i * ADAPTER_CHUNK_BYTES;
             let end = (start + ADAPTER_CHUNK_BYTES).min(total);
             AdapterChunk {
-                version: payload.version,
+                version: payload.version.get(),
                 total_size: total as u64,
                 checksum: payload.checksum.to_vec(),
                 offset: start as u64,
@@ -100,7 +101,8 @@ impl AdapterPayload {
 /// pages was fast back to back but took 100-300 ms whenever the kernel had no free 2 MiB blocks
 /// at hand, so it is not used.)
 pub struct AdapterAssembler {
-    expected_version: Option<u64>,
+    /// [`AdapterVersion::NONE`]: any version (the latest was asked for).
+    expected_version: AdapterVersion,
     /// Set by the first chunk.
     receiving: Option<Receiving>,
     hasher: Xxh3Default,
@@ -117,14 +119,14 @@ struct Receiving {
 }
 
 impl AdapterAssembler {
-    /// `expected_version`: the version asked for (`None` when asking for the latest).
-    pub fn new(expected_version: Option<u64>) -> Self {
+    /// `expected_version`: the version asked for ([`AdapterVersion::NONE`] when asking for the latest).
+    pub fn new(expected_version: AdapterVersion) -> Self {
         Self::with_buffer(expected_version, Vec::new())
     }
 
     /// Like [`Self::new`], reassembling into `buf` (its contents are discarded, its capacity
     /// reused when large enough).
-    pub fn with_buffer(expected_version: Option<u64>, mut buf: Vec<u8>) -> Self {
+    pub fn with_buffer(expected_version: AdapterVersion, mut buf: Vec<u8>) -> Self {
         buf.clear();
         Self { expected_version, receiving: None, hasher: Xxh3Default::new(), spare: buf }
     }
@@ -134,10 +136,9 @@ impl AdapterAssembler {
         let r = match &mut self.receiving {
             Some(r) => r,
             None => {
-                if let Some(v) = self.expected_version {
-                    if v != chunk.version {
-                        return Err(AdapterTransferError::VersionMismatch { offset, expected: v, got: chunk.version });
-                    }
+                let expected = self.expected_version.get();
+                if !self.expected_version.is_none() && expected != chunk.version {
+                    return Err(AdapterTransferError::VersionMismatch { offset, expected, got: chunk.version });
                 }
                 if chunk.total_size > MAX_ADAPTER_BYTES {
                     return Err(AdapterTransferError::TooLarge(chunk.total_size));
@@ -185,7 +186,7 @@ impl AdapterAssembler {
         if self.hasher.digest128().to_be_bytes() != r.checksum {
             return Err(AdapterTransferError::Checksum { version: r.version });
         }
-        Ok(AdapterPayload { version: r.version, bytes: Bytes::from(r.buf), checksum: r.checksum })
+        Ok(AdapterPayload { version: AdapterVersion::new(r.version), bytes: Bytes::from(r.buf), checksum: r.checksum })
     }
 }
 
@@ -204,11 +205,11 @@ pub enum FetchError {
     Transfer(#[from] AdapterTransferError),
 }
 
-/// Downloads one adapter version (`version` 0: the latest) into memory, verified.
+/// Downloads one adapter version ([`AdapterVersion::NONE`]: the latest) into memory, verified.
 pub async fn fetch_adapter(
     client: &mut LearnerClient<AuthChannel>,
     worker_id: u64,
-    version: u64,
+    version: AdapterVersion,
     deadline: Duration,
 ) -> Result<AdapterPayload, FetchError> {
     fetch_adapter_into(client, worker_id, version, deadline, Vec::new()).await
@@ -219,13 +220,13 @@ pub async fn fetch_adapter(
 pub async fn fetch_adapter_into(
     client: &mut LearnerClient<AuthChannel>,
     worker_id: u64,
-    version: u64,
+    version: AdapterVersion,
     deadline: Duration,
     buf: Vec<u8>,
 ) -> Result<AdapterPayload, FetchError> {
-    let request = with_deadline(FetchAdapterRequest { worker_id, version }, deadline);
+    let request = with_deadline(FetchAdapterRequest { worker_id, version: version.get() }, deadline);
     let mut stream = client.fetch_adapter(request).await?.into_inner();
-    let mut assembler = AdapterAssembler::with_buffer((version != 0).then_some(version), buf);
+    let mut assembler = AdapterAssembler::with_buffer(version, buf);
     while let Some(chunk) = stream.message().await? {
         assembler.push(&chunk)?;
     }
@@ -237,11 +238,11 @@ mod tests {
     use super::*;
 
     fn payload(len: usize) -> AdapterPayload {
-        AdapterPayload::new(7, (0..len).map(|i| (i * 31 % 251) as u8).collect::<Vec<u8>>())
+        AdapterPayload::new(AdapterVersion::new(7), (0..len).map(|i| (i * 31 % 251) as u8).collect::<Vec<u8>>())
     }
 
     fn reassemble(chunks: &[AdapterChunk], want: Option<u64>) -> Result<AdapterPayload, AdapterTransferError> {
-        let mut a = AdapterAssembler::new(want);
+        let mut a = AdapterAssembler::new(want.map_or(AdapterVersion::NONE, AdapterVersion::new));
         for c in chunks {
             a.push(c)?;
         }
@@ -315,8 +316,8 @@ mod tests {
         assert!(buf.capacity() >= big.bytes.len());
         let ptr = buf.as_ptr();
 
-        let small = AdapterPayload::new(8, (0..ADAPTER_CHUNK_BYTES + 3).map(|i| (i % 7) as u8).collect::<Vec<u8>>());
-        let mut a = AdapterAssembler::with_buffer(Some(8), buf);
+        let small = AdapterPayload::new(AdapterVersion::new(8), (0..ADAPTER_CHUNK_BYTES + 3).map(|i| (i % 7) as u8).collect::<Vec<u8>>());
+        let mut a = AdapterAssembler::with_buffer(AdapterVersion::new(8), buf);
         for c in small.chunks() {
             a.push(&c).unwrap();
         }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use asrl_proto::v1 as pb;
 
 use crate::config::SamplingParams;
-use crate::rollout::{ExampleKind, FinishReason, GeneratedCompletion, PromptWork, RewardScores};
+use crate::rollout::{ExampleKind, PromptWork, ScoredCompletion};
+use crate::sample::FinishReason;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("field {field}: {message}")]
@@ -27,18 +28,18 @@ impl From<WireError> for tonic::Status {
     }
 }
 
-pub fn example_kind_to_wire(kind: ExampleKind) -> pb::ExampleType {
+pub fn example_kind_to_wire(kind: ExampleKind) -> pb::ExampleKind {
     match kind {
-        ExampleKind::Verifiable => pb::ExampleType::Verifiable,
-        ExampleKind::Open => pb::ExampleType::Open,
+        ExampleKind::Verifiable => pb::ExampleKind::Verifiable,
+        ExampleKind::Open => pb::ExampleKind::Open,
     }
 }
 
 pub fn example_kind_from_wire(value: i32, field: &str) -> Result<ExampleKind, WireError> {
-    match pb::ExampleType::try_from(value) {
-        Ok(pb::ExampleType::Verifiable) => Ok(ExampleKind::Verifiable),
-        Ok(pb::ExampleType::Open) => Ok(ExampleKind::Open),
-        _ => Err(WireError::new(field, format!("example type {value} is not VERIFIABLE (1) or OPEN (2)"))),
+    match pb::ExampleKind::try_from(value) {
+        Ok(pb::ExampleKind::Verifiable) => Ok(ExampleKind::Verifiable),
+        Ok(pb::ExampleKind::Open) => Ok(ExampleKind::Open),
+        _ => Err(WireError::new(field, format!("example kind {value} is not VERIFIABLE (1) or OPEN (2)"))),
     }
 }
 
@@ -63,8 +64,8 @@ pub fn prompt_to_wire(p: &PromptWork) -> pb::PromptItem {
         prompt_token_ids: p.prompt_tokens.to_vec(),
         prompt_text: p.prompt_text.clone(),
         ground_truth: p.ground_truth.clone(),
-        example_type: example_kind_to_wire(p.kind) as i32,
-        dataset_type: p.example_type.clone(),
+        kind: example_kind_to_wire(p.kind) as i32,
+        example_type: p.example_type.clone(),
     }
 }
 
@@ -76,12 +77,12 @@ pub fn prompt_from_wire(p: pb::PromptItem, field: &str) -> Result<PromptWork, Wi
         return Err(WireError::new(format!("{field}.prompt_token_ids"), "empty"));
     }
     Ok(PromptWork {
-        kind: example_kind_from_wire(p.example_type, &format!("{field}.example_type"))?,
+        kind: example_kind_from_wire(p.kind, &format!("{field}.kind"))?,
         prompt_id: p.prompt_id,
         prompt_tokens: Arc::from(p.prompt_token_ids),
         prompt_text: p.prompt_text,
         ground_truth: p.ground_truth,
-        example_type: p.dataset_type,
+        example_type: p.example_type,
     })
 }
 
@@ -97,34 +98,27 @@ pub fn sampling_to_wire(s: &SamplingParams) -> pb::SamplingParams {
 
 pub fn sampling_from_wire(s: Option<pb::SamplingParams>, field: &str) -> Result<SamplingParams, WireError> {
     let s = s.ok_or_else(|| WireError::new(field, "missing"))?;
-    if s.group_size == 0 {
-        return Err(WireError::new(format!("{field}.group_size"), "must be at least 1"));
-    }
-    if !s.temperature.is_finite() || s.temperature < 0.0 {
-        return Err(WireError::new(format!("{field}.temperature"), format!("{} is not a finite value ≥ 0", s.temperature)));
-    }
-    if !(s.top_p > 0.0 && s.top_p <= 1.0) {
-        return Err(WireError::new(format!("{field}.top_p"), format!("{} is not in (0, 1]", s.top_p)));
-    }
-    if s.max_new_tokens == 0 {
-        return Err(WireError::new(format!("{field}.max_new_tokens"), "must be at least 1"));
-    }
-    Ok(SamplingParams {
+    let params = SamplingParams {
         n: s.group_size as usize,
         temperature: s.temperature,
         top_p: s.top_p,
         max_new_tokens: s.max_new_tokens as usize,
         seed: s.seed,
-    })
+    };
+    params
+        .validate_for_rollout()
+        .map_err(|e| WireError::new(format!("{field}.{}", e.field.wire_name()), e.message))?;
+    Ok(params)
 }
 
-pub fn completion_to_wire(c: &GeneratedCompletion, r: &RewardScores) -> pb::CompletionResult {
+pub fn completion_to_wire(c: &ScoredCompletion) -> pb::CompletionResult {
+    let (completion, reward) = (&c.completion, &c.reward);
     pb::CompletionResult {
-        token_ids: c.tokens.clone(),
-        logprobs: c.logprobs.clone(),
-        finish_reason: finish_to_wire(c.finish) as i32,
-        rewards: r.components.iter().map(|(name, score)| pb::RewardComponent { name: name.clone(), score: *score }).collect(),
-        total_reward: r.total,
+        token_ids: completion.tokens.clone(),
+        logprobs: completion.logprobs.clone(),
+        finish_reason: finish_to_wire(completion.finish) as i32,
+        rewards: reward.components.iter().map(|(name, score)| pb::RewardComponent { name: name.clone(), score: *score }).collect(),
+        total_reward: reward.total,
     }
 }
 
@@ -157,11 +151,14 @@ mod tests {
             kind: ExampleKind::Open,
             example_type: String::new(),
         });
-        w.example_type = 0;
-        assert_eq!(prompt_from_wire(w, "prompts[3]").unwrap_err().field, "prompts[3].example_type");
+        w.kind = 0;
+        assert_eq!(prompt_from_wire(w, "prompts[3]").unwrap_err().field, "prompts[3].kind");
         let mut s = sampling_to_wire(&SamplingParams::default());
         s.top_p = 0.0;
         assert_eq!(sampling_from_wire(Some(s), "sampling").unwrap_err().field, "sampling.top_p");
+        let mut s = sampling_to_wire(&SamplingParams::default());
+        s.group_size = 0;
+        assert_eq!(sampling_from_wire(Some(s), "lease.sampling").unwrap_err().field, "lease.sampling.group_size");
         assert_eq!(finish_from_wire(0, "f").unwrap_err().field, "f");
     }
 }

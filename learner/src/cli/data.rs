@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use asrl_common::config::DataConfig;
-use asrl_common::data::{approx_token_count, thousands, Example, LiveDataset};
+use asrl_common::data::{approx_token_count, thousands, Example, ExampleEncoder, LiveDataset};
+use asrl_common::tokenizer::Tokenizer;
 use clap::{Args, Subcommand};
 
 #[derive(Debug, Subcommand)]
@@ -23,8 +24,9 @@ pub struct CheckArgs {
     /// Examples longer than this many tokens (prompt + response) are filtered.
     #[arg(long, default_value_t = DataConfig::default().max_seq_len)]
     pub max_seq_len: usize,
-    /// Directory holding tokenizer.json (or the file itself) for exact token counts;
-    /// without it lengths are estimated (bytes/3 + 4 per message, on the long side).
+    /// Model or tokenizer directory (tokenizer.json, tokenizer_config.json; or the
+    /// tokenizer.json itself) for exact token counts, the chat template included, as `train`
+    /// counts them; without it lengths are estimated (bytes/3 + 4 per message, on the long side).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// Lines longer than this many bytes are bad.
@@ -38,49 +40,35 @@ pub fn run(command: DataCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Token counts: the tokenizer when given, else the estimate.
+/// Token counts: with a tokenizer, the length `train` filters by
+/// ([`ExampleEncoder::seq_len`]: the chat-templated prompt + response); else the estimate.
 struct Counter {
-    tokenizer: Option<tokenizers::Tokenizer>,
+    encoder: Option<ExampleEncoder>,
+    /// Examples the tokenizer rejected: counted as too long, as `train` does.
     failures: RefCell<usize>,
     counts: RefCell<Vec<usize>>,
 }
 
 impl Counter {
     fn count(&self, e: &Example) -> usize {
-        let n = match &self.tokenizer {
+        let n = match &self.encoder {
             None => approx_token_count(e),
-            Some(tok) => {
-                let texts = e
-                    .messages
-                    .iter()
-                    .map(|m| m.content.as_str())
-                    .chain([e.response.as_str()]);
-                let mut total = 0;
-                for text in texts {
-                    match tok.encode(text, false) {
-                        // ChatML-style markup adds about 4 tokens per message.
-                        Ok(enc) => total += enc.len() + 4,
-                        Err(_) => {
-                            *self.failures.borrow_mut() += 1;
-                            return approx_token_count(e);
-                        }
-                    }
-                }
-                total
-            }
+            Some(encoder) => encoder.seq_len(e),
         };
-        self.counts.borrow_mut().push(n);
+        if n == usize::MAX {
+            *self.failures.borrow_mut() += 1;
+        } else {
+            self.counts.borrow_mut().push(n);
+        }
         n
     }
 }
 
-fn load_tokenizer(path: &Path) -> anyhow::Result<tokenizers::Tokenizer> {
-    let file = if path.is_dir() {
-        path.join("tokenizer.json")
-    } else {
-        path.to_path_buf()
-    };
-    tokenizers::Tokenizer::from_file(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+/// The model's tokenizer (with its chat template) from a model or tokenizer directory, or from
+/// the directory of a `tokenizer.json` given directly.
+fn load_tokenizer(path: &Path) -> anyhow::Result<Tokenizer> {
+    let dir = if path.is_dir() { path } else { path.parent().unwrap_or(Path::new(".")) };
+    Ok(Tokenizer::from_hf_dir(dir)?)
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
@@ -90,7 +78,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let counter = Counter {
-        tokenizer: args.tokenizer.as_deref().map(load_tokenizer).transpose()?,
+        encoder: args.tokenizer.as_deref().map(load_tokenizer).transpose()?.map(ExampleEncoder::new),
         failures: RefCell::new(0),
         counts: RefCell::new(Vec::new()),
     };
@@ -108,7 +96,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     match &args.tokenizer {
         Some(t) => writeln!(
             out,
-            "token counts: tokenizer {} (+4 per message for chat markup)",
+            "token counts: tokenizer {} with its chat template (as `train` counts them)",
             t.display()
         )?,
         None => writeln!(
@@ -119,7 +107,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     if *counter.failures.borrow() > 0 {
         writeln!(
             out,
-            "warning: the tokenizer failed on {} examples; their lengths are estimated",
+            "warning: the tokenizer failed on {} examples; they count as too long",
             counter.failures.borrow()
         )?;
     }

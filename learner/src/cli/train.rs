@@ -14,7 +14,7 @@ use asrl_common::config::{AsrlConfig, GrpcServerConfig, ScheduleKind};
 use asrl_common::data::live_append_path;
 use clap::Args;
 
-use crate::run::{EpochLoop, Rollouts, RunError, RunSummary, StopReason, BEST_ADAPTER, FINAL_ADAPTER};
+use crate::run::{EpochLoop, Rollouts, RunError, RunLayout, RunSummary, StopReason, BEST_ADAPTER, FINAL_ADAPTER};
 use crate::service::{new_learner, serve_learner, LiveFileSink, ServiceOptions};
 
 #[derive(Debug, Args)]
@@ -90,20 +90,14 @@ fn server_config(cfg: &AsrlConfig) -> anyhow::Result<GrpcServerConfig> {
     })
 }
 
-/// Removes what a previous run left in `dir` (only the files a run writes).
+/// Removes what a previous run left in `run.dir` (only the files a run writes).
 fn clear_run_dir(cfg: &AsrlConfig) -> anyhow::Result<()> {
-    let dir = &cfg.run.dir;
-    let train = cfg.train_config();
-    for path in [train.checkpoint.dir, dir.join(BEST_ADAPTER), dir.join(FINAL_ADAPTER), dir.join("plots")] {
-        if path.is_dir() {
-            std::fs::remove_dir_all(&path).with_context(|| format!("removing {}", path.display()))?;
-        }
+    let (dirs, files) = RunLayout::new(&cfg.run.dir).outputs(&cfg.train_config().checkpoint.dir);
+    for path in dirs.iter().filter(|p| p.is_dir()) {
+        std::fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))?;
     }
-    for name in [crate::report::METRICS_FILE, crate::run::TRAINER_LOG] {
-        let path = dir.join(name);
-        if path.is_file() {
-            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-        }
+    for path in files.iter().filter(|p| p.is_file()) {
+        std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
     }
     Ok(())
 }

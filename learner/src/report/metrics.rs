@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::schedule::{EpochRecord, History};
+use asrl_common::phase::Phase;
+
+use crate::schedule::History;
 
 /// File name of the metrics log inside a run directory.
 pub const METRICS_FILE: &str = "metrics.jsonl";
@@ -30,14 +32,6 @@ pub enum MetricsError {
     },
     #[error("cannot encode metrics record: {0}")]
     Encode(#[from] serde_json::Error),
-}
-
-/// The phase a step or phase record belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    Sft,
-    Grpo,
 }
 
 /// First line of a run: what produced it.
@@ -113,9 +107,10 @@ pub struct PhaseRecord {
     pub duration_s: Option<f64>,
 }
 
-/// One finished epoch: the row of the summary table and the input of schedules and early stopping.
+/// One finished epoch: the row of the summary table and, as the run's [`History`], the input of
+/// schedules and early stopping.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct EpochMetrics {
+pub struct EpochRecord {
     pub epoch: usize,
     /// Training examples in this epoch's dataset snapshot.
     #[serde(default)]
@@ -152,18 +147,6 @@ pub struct EpochMetrics {
     pub elapsed_s: Option<f64>,
 }
 
-impl From<&EpochMetrics> for EpochRecord {
-    fn from(m: &EpochMetrics) -> Self {
-        EpochRecord {
-            epoch: m.epoch,
-            val_loss_after_sft: m.val_loss_after_sft,
-            val_loss_after_grpo: m.val_loss_after_grpo,
-            format_accuracy: m.format_accuracy,
-            reward_mean: m.reward_mean,
-        }
-    }
-}
-
 /// Validation accuracy on one example type (one prompt pattern) after an epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalRecord {
@@ -186,7 +169,7 @@ pub enum Record {
     Run(RunRecord),
     Step(StepRecord),
     Phase(PhaseRecord),
-    Epoch(EpochMetrics),
+    Epoch(EpochRecord),
     Eval(EvalRecord),
     #[serde(other)]
     Other,
@@ -243,7 +226,7 @@ pub struct RunMetrics {
     pub steps: Vec<StepRecord>,
     pub phases: Vec<PhaseRecord>,
     /// One per epoch, sorted; a resumed run's later record for the same epoch wins.
-    pub epochs: Vec<EpochMetrics>,
+    pub epochs: Vec<EpochRecord>,
     pub evals: Vec<EvalRecord>,
     /// Lines skipped on purpose (a torn last line), for the caller to print.
     pub warnings: Vec<String>,
@@ -304,7 +287,7 @@ impl RunMetrics {
 
     /// The run's history as schedules and early stopping see it.
     pub fn history(&self) -> History {
-        History { records: self.epochs.iter().map(EpochRecord::from).collect() }
+        History { records: self.epochs.clone() }
     }
 }
 
@@ -357,7 +340,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(METRICS_FILE), "{\"kind\":\"run\",\"name\":\"a\"}\n{\"kind\":\"ep").unwrap();
         let mut w = MetricsWriter::open(dir.path()).unwrap();
-        let epoch = EpochMetrics {
+        let epoch = EpochRecord {
             epoch: 1,
             train_size: Some(10),
             schedule: "asrl".into(),
@@ -365,7 +348,7 @@ mod tests {
             val_loss_after_sft: Some(1.5),
             val_loss_after_grpo: Some(f64::NAN),
             format_accuracy: Some(0.25),
-            ..EpochMetrics::default()
+            ..EpochRecord::default()
         };
         w.write(&Record::Epoch(epoch.clone())).unwrap();
         w.write(&Record::Step(StepRecord {
@@ -386,7 +369,7 @@ mod tests {
         let m = RunMetrics::load(dir.path()).unwrap();
         assert!(m.warnings.is_empty());
         assert_eq!(m.name, "a");
-        assert_eq!(m.epochs, vec![EpochMetrics { val_loss_after_grpo: None, ..epoch }]);
+        assert_eq!(m.epochs, vec![EpochRecord { val_loss_after_grpo: None, ..epoch }]);
         assert!(m.steps[0].loss.is_nan());
         assert_eq!(m.history().records[0].format_accuracy, Some(0.25));
     }

@@ -9,7 +9,7 @@ pub mod table1;
 use std::path::{Path, PathBuf};
 
 pub use metrics::{
-    EpochMetrics, EvalRecord, MetricsError, MetricsWriter, Phase, PhaseRecord, Record, RunMetrics, RunRecord,
+    EpochRecord, EvalRecord, MetricsError, MetricsWriter, PhaseRecord, Record, RunMetrics, RunRecord,
     StepRecord, METRICS_FILE,
 };
 pub use plot::{plot_runs, Chart, PlotError};
@@ -54,7 +54,7 @@ mod tests {
         w.write(&Record::Run(RunRecord { name: "demo".into(), schedule: "asrl".into(), ..Default::default() }))
             .unwrap();
         for epoch in 1..=3 {
-            w.write(&Record::Epoch(EpochMetrics {
+            w.write(&Record::Epoch(EpochRecord {
                 epoch,
                 train_size: Some(60 + epoch),
                 phases: "sft+grpo".into(),

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::metrics::{EpochMetrics, RunMetrics};
+use super::metrics::{EpochRecord, RunMetrics};
 
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans-subset.ttf");
 
@@ -89,7 +89,7 @@ const PALETTE: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
 ];
 
-fn points(run: &RunMetrics, f: impl Fn(&EpochMetrics) -> Option<f64>) -> Vec<(u32, f64)> {
+fn points(run: &RunMetrics, f: impl Fn(&EpochRecord) -> Option<f64>) -> Vec<(u32, f64)> {
     run.epochs
         .iter()
         .filter_map(|e| f(e).filter(|v| v.is_finite()).map(|v| (e.epoch as u32, v)))
@@ -234,7 +234,7 @@ mod tests {
             epochs: accs
                 .iter()
                 .enumerate()
-                .map(|(i, &a)| EpochMetrics {
+                .map(|(i, &a)| EpochRecord {
                     epoch: i + 1,
                     format_accuracy: Some(a),
                     reward_mean: Some(a * 0.9),

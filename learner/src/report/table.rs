@@ -100,7 +100,7 @@ pub fn fmt_duration(secs: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::metrics::EpochMetrics;
+    use crate::report::metrics::EpochRecord;
 
     #[test]
     fn summary_is_aligned_and_marks_missing_values() {
@@ -108,7 +108,7 @@ mod tests {
             name: "ASRL".into(),
             dir: "runs/a".into(),
             epochs: vec![
-                EpochMetrics {
+                EpochRecord {
                     epoch: 1,
                     train_size: Some(64),
                     train_added: Some(64),
@@ -121,7 +121,7 @@ mod tests {
                     elapsed_s: Some(130.0),
                     ..Default::default()
                 },
-                EpochMetrics { epoch: 10, phases: "grpo".into(), reward_mean: Some(f64::NAN), ..Default::default() },
+                EpochRecord { epoch: 10, phases: "grpo".into(), reward_mean: Some(f64::NAN), ..Default::default() },
             ],
             ..Default::default()
         };

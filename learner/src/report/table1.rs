@@ -124,7 +124,7 @@ pub fn render_table1(runs: &[RunMetrics], opts: &Table1Options) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::metrics::{EpochMetrics, EvalRecord};
+    use crate::report::metrics::{EpochRecord, EvalRecord};
 
     fn run(name: &str, accs: &[f64], evals: &[(usize, &str, f64)]) -> RunMetrics {
         RunMetrics {
@@ -132,7 +132,7 @@ mod tests {
             epochs: accs
                 .iter()
                 .enumerate()
-                .map(|(i, &a)| EpochMetrics { epoch: i + 1, format_accuracy: Some(a), ..Default::default() })
+                .map(|(i, &a)| EpochRecord { epoch: i + 1, format_accuracy: Some(a), ..Default::default() })
                 .collect(),
             evals: evals
                 .iter()

@@ -1,63 +1,20 @@
 //! The epoch's data: a snapshot of the live dataset, tokenised once per example.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-
-use asrl_common::data::{approx_token_count, encode_example, EncodedExample, Example, LiveDataset, Snapshot};
-use asrl_common::tokenizer::Tokenizer;
+use asrl_common::data::{ExampleEncoder, Example, LiveDataset, Snapshot};
 
 use super::RunError;
 use crate::training::SftExample;
 
-/// Tokenises examples with the model's chat template, caching by content so a growing dataset
-/// is only tokenised for what is new.
-pub struct Encoder {
-    tokenizer: Tokenizer,
-    cache: RefCell<HashMap<[u8; 32], EncodedExample>>,
-}
-
-impl Encoder {
-    pub fn new(tokenizer: Tokenizer) -> Self {
-        Self { tokenizer, cache: RefCell::new(HashMap::new()) }
-    }
-
-    pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
-    }
-
-    pub fn encode(&self, example: &Example) -> Result<EncodedExample, RunError> {
-        let key = example.content_key();
-        if let Some(e) = self.cache.borrow().get(&key) {
-            return Ok(e.clone());
-        }
-        let encoded = encode_example(&self.tokenizer, example).map_err(|e| {
-            RunError::Data(format!("example {}: cannot tokenise: {e}", example.id.as_deref().unwrap_or("(no id)")))
-        })?;
-        self.cache.borrow_mut().insert(key, encoded.clone());
-        Ok(encoded)
-    }
-
-    /// Token count for the dataset's length filter. An example the tokenizer rejects counts as
-    /// over any limit (it is filtered and reported as too long) rather than stopping the run.
-    fn count(&self, example: &Example) -> usize {
-        match self.encode(example) {
-            Ok(e) => e.len(),
-            Err(e) => {
-                tracing::warn!(error = %e, approx_tokens = approx_token_count(example), "example filtered");
-                usize::MAX
-            }
-        }
-    }
-
-    pub fn sft_example(&self, example: &Example) -> Result<SftExample, RunError> {
-        let e = self.encode(example)?;
-        Ok(SftExample::from_prompt_response(&e.prompt, &e.response))
-    }
+/// The SFT example of `example`: prompt tokens as context, response tokens as labels.
+pub fn sft_example(encoder: &ExampleEncoder, example: &Example) -> Result<SftExample, RunError> {
+    let e = encoder.encode(example).map_err(|source| RunError::tokenise(example, source))?;
+    Ok(SftExample::from_prompt_response(&e.prompt, &e.response))
 }
 
 /// Re-reads the dataset and reports what changed; an empty training split is an error.
-pub fn take_snapshot(dataset: &mut LiveDataset, encoder: &Encoder) -> Result<Snapshot, RunError> {
-    let snapshot = dataset.snapshot(&|e| encoder.count(e))?;
+/// Lengths are [`ExampleEncoder::seq_len`], the rule `data check --tokenizer` applies too.
+pub fn take_snapshot(dataset: &mut LiveDataset, encoder: &ExampleEncoder) -> Result<Snapshot, RunError> {
+    let snapshot = dataset.snapshot(&|e| encoder.seq_len(e))?;
     let r = &snapshot.report;
     for bad in r.bad_lines.iter().take(5) {
         tracing::warn!("{}:{}: {} (line skipped)", bad.file.display(), bad.line, bad.reason);
@@ -66,14 +23,13 @@ pub fn take_snapshot(dataset: &mut LiveDataset, encoder: &Encoder) -> Result<Sna
         tracing::warn!("{} bad lines in all (see `asrl-learner data check`)", r.bad_count());
     }
     if snapshot.train.is_empty() {
-        return Err(RunError::Data(format!(
-            "{}: no training examples ({} lines read, {} bad, {} over {} tokens)",
-            r.source.display(),
-            r.lines,
-            r.bad_count(),
-            r.too_long,
-            r.max_seq_len
-        )));
+        return Err(RunError::NoTrainingExamples {
+            path: r.source.clone(),
+            lines: r.lines,
+            bad: r.bad_count(),
+            too_long: r.too_long,
+            max_seq_len: r.max_seq_len,
+        });
     }
     Ok(snapshot)
 }

@@ -10,85 +10,43 @@
 //! and RNG, and records how many epochs were complete; the epochs of `metrics.jsonl` up to there
 //! rebuild the schedule's and early stopping's history, so the resumed run decides as the
 //! uninterrupted one would. An epoch cut short is run again.
+//!
+//! - this module: [`EpochLoop`], one epoch end to end, adapter publishing;
+//! - [`setup`]: loading the model, creating or resuming a run;
+//! - [`sft_phase`], [`grpo_phase`], [`eval`]: the phase drivers and validation;
+//! - [`records`]: `metrics.jsonl` records and the progress `GetStatus` reports;
+//! - [`layout`]: the run directory; [`data`]: the epoch's dataset snapshot;
+//!   [`rollouts`]: leased phases seen from the training thread.
 
 pub mod data;
+mod error;
 mod eval;
+mod grpo_phase;
+pub mod layout;
+mod records;
 mod rollouts;
+mod setup;
+mod sft_phase;
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use asrl_common::config::{AsrlConfig, SamplingParams};
-use asrl_common::data::{DataError, Example, LiveDataset, Snapshot};
-use asrl_common::model::{LoadedModel, LoraAdapter, ModelError};
-use asrl_common::rollout::{ExampleKind, ExperienceGroup, PromptWork};
-use asrl_common::generate::FinishReason;
-use rand::seq::SliceRandom;
+use asrl_common::config::AsrlConfig;
+use asrl_common::data::{ExampleEncoder, LiveDataset};
+use asrl_common::phase::Phase;
+use asrl_common::rollout::AdapterVersion;
 
-use crate::report::{
-    finish_run, EpochMetrics, EvalRecord, MetricsError, MetricsWriter, PhaseRecord, Record, ReportError, RunMetrics,
-    RunRecord, StepRecord,
-};
-use crate::schedule::{EarlyStopping, EpochRecord, History, Schedule, Verdict};
-use crate::service::{LiveFileSink, Progress, ServiceError};
-use crate::training::{
-    GrpoStepMetrics, Group, GroupCompletion, LoraPolicy, MetricsSink, Phase, PhaseMetrics, Policy, SftStepMetrics,
-    TrainError, Trainer,
-};
-use data::{stable_sample, take_snapshot, Encoder};
-use eval::{score_generations, GenerationEval};
-pub use rollouts::Rollouts;
+use crate::report::{finish_run, EpochRecord, EvalRecord, MetricsWriter, Record};
+use crate::schedule::{EarlyStopping, History, Schedule, Verdict};
+use crate::service::{Activity, LiveFileSink};
+use crate::training::{LoraPolicy, Trainer};
+use data::take_snapshot;
 
-/// The best adapter so far (PEFT layout), inside the run directory.
-pub const BEST_ADAPTER: &str = "best-adapter";
-/// The adapter at the end of the run (PEFT layout).
-pub const FINAL_ADAPTER: &str = "final-adapter";
-/// The resolved config the run was started with.
-pub const RESOLVED_CONFIG: &str = "config.toml";
-/// Detailed per-step training diagnostics (clip fractions, KL, ...); `metrics.jsonl` holds the
-/// run's summary records.
-pub const TRAINER_LOG: &str = "trainer.jsonl";
-
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("config: {0}")]
-    Config(String),
-    #[error(transparent)]
-    Model(#[from] ModelError),
-    #[error(transparent)]
-    Train(#[from] TrainError),
-    #[error("data: {0}")]
-    Data(String),
-    #[error(transparent)]
-    Dataset(#[from] DataError),
-    #[error(transparent)]
-    Metrics(#[from] MetricsError),
-    #[error(transparent)]
-    Report(#[from] ReportError),
-    #[error("rollout service: {0}")]
-    Service(String),
-    #[error("interrupted")]
-    Interrupted,
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-impl From<ServiceError> for RunError {
-    fn from(e: ServiceError) -> Self {
-        RunError::Service(e.to_string())
-    }
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
-    move |source| RunError::Io { path: path.to_path_buf(), source }
-}
+pub use error::RunError;
+pub use layout::{RunLayout, BEST_ADAPTER, FINAL_ADAPTER, RESOLVED_CONFIG, TRAINER_LOG};
+pub use rollouts::{PhaseWait, Rollouts};
 
 /// Why a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,22 +73,12 @@ pub struct RunSummary {
     pub plots: Vec<PathBuf>,
 }
 
-/// The adapter version workers see: the trainer counts applied optimiser steps from 0, the
-/// service needs versions from 1 (0 means "none yet" / "latest" on the wire).
-fn wire_version(trainer_version: u64) -> u64 {
-    trainer_version + 1
-}
-
-fn trainer_version(wire: u64) -> u64 {
-    wire.saturating_sub(1)
-}
-
 /// The epoch loop and everything it owns.
 pub struct EpochLoop {
     cfg: AsrlConfig,
-    run_dir: PathBuf,
+    layout: RunLayout,
     trainer: Trainer<LoraPolicy>,
-    encoder: Encoder,
+    encoder: ExampleEncoder,
     dataset: LiveDataset,
     rollouts: Rollouts,
     metrics: MetricsWriter,
@@ -147,109 +95,12 @@ pub struct EpochLoop {
     started: Instant,
     /// Run time before this process (resumed runs).
     elapsed_before: f64,
-    published: Option<u64>,
+    published: Option<AdapterVersion>,
     /// Told each snapshot's size, for `GetStatus`.
     live_sink: Option<Arc<LiveFileSink>>,
 }
 
 impl EpochLoop {
-    /// Loads the base model the config names (before the service starts: it needs the vocab).
-    pub fn load_model(cfg: &AsrlConfig) -> Result<LoadedModel, RunError> {
-        let device = cfg.model.device.open().map_err(|e| RunError::Config(format!("model.device: {e}")))?;
-        let started = Instant::now();
-        let loaded = asrl_common::model::load(&cfg.model.path, &device, cfg.model.dtype.to_candle())?;
-        tracing::info!(model = %cfg.model.path.display(), secs = started.elapsed().as_secs_f64(), "model loaded");
-        Ok(loaded)
-    }
-
-    /// Creates or resumes the adapter on `loaded` and publishes it to the workers.
-    pub fn open(cfg: AsrlConfig, loaded: LoadedModel, rollouts: Rollouts, stop: Arc<AtomicBool>) -> Result<Self, RunError> {
-        let run_dir = cfg.run.dir.clone();
-        std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
-        let data_path = cfg.data.path.clone().ok_or_else(|| {
-            RunError::Config("`data.path` is not set: point it at a JSONL file or a directory of them".into())
-        })?;
-        let dataset = LiveDataset::new(&data_path, &cfg.data)?;
-
-        let device = loaded.model.device().clone();
-        let adapter = LoraAdapter::new(&cfg.lora, loaded.model.config(), &device, cfg.run.seed)?;
-        tracing::info!(parameters = adapter.num_parameters(), r = cfg.lora.r, "LoRA adapter");
-        let base_name = cfg.model.path.display().to_string();
-        let policy = LoraPolicy::new(loaded.model, adapter, base_name.clone());
-        let sink = MetricsSink::to_file(&run_dir.join(TRAINER_LOG))?;
-        let mut trainer = Trainer::new(
-            policy,
-            cfg.train_config(),
-            cfg.sampling.temperature,
-            cfg.sampling.max_new_tokens,
-            cfg.run.seed,
-            sink,
-        )?;
-
-        let resumed = trainer.resume()?;
-        let epochs_done = if resumed {
-            trainer.state().dataset_position.get("epochs_done").and_then(|v| v.as_u64()).unwrap_or(0) as usize
-        } else {
-            0
-        };
-        let metrics_path = run_dir.join(crate::report::METRICS_FILE);
-        let mut history = History::default();
-        let mut elapsed_before = 0.0;
-        let mut last_train_size = None;
-        if resumed && metrics_path.is_file() {
-            let old = RunMetrics::load(&run_dir)?;
-            for e in old.epochs.iter().filter(|e| e.epoch <= epochs_done) {
-                history.push(EpochRecord::from(e));
-                elapsed_before = e.elapsed_s.unwrap_or(elapsed_before);
-                last_train_size = e.train_size.or(last_train_size);
-            }
-            tracing::info!(epochs_done, step = trainer.state().global_step, "resuming the run in {}", run_dir.display());
-        } else if metrics_path.is_file() {
-            // Metrics without a checkpoint: a run that died before its first epoch ended. Keep
-            // them beside the new run's rather than mixing the two.
-            let aside = run_dir.join(format!("metrics.{}.jsonl", unix_secs()));
-            std::fs::rename(&metrics_path, &aside).map_err(io(&metrics_path))?;
-            tracing::warn!("{} has no checkpoint to resume; its metrics were moved to {}", run_dir.display(), aside.display());
-        }
-        let mut metrics = MetricsWriter::open(&run_dir)?;
-        if !resumed {
-            metrics.write(&Record::Run(RunRecord {
-                name: cfg.run.name.clone(),
-                schedule: cfg.schedule.kind.as_str().into(),
-                seed: Some(cfg.run.seed),
-                model: Some(base_name),
-            }))?;
-        }
-        let config_path = run_dir.join(RESOLVED_CONFIG);
-        let text = cfg.to_toml_string().map_err(|e| RunError::Config(e.to_string()))?;
-        std::fs::write(&config_path, text).map_err(io(&config_path))?;
-
-        let (stopper, resumed_verdict) = EarlyStopping::replay(&cfg.schedule, &history);
-        let schedule = Schedule::new(&cfg.schedule);
-        let mut this = Self {
-            encoder: Encoder::new(loaded.tokenizer),
-            cfg,
-            run_dir,
-            trainer,
-            dataset,
-            rollouts,
-            metrics,
-            schedule,
-            history,
-            stopper,
-            resumed_verdict,
-            last_train_size,
-            stop,
-            epochs_done,
-            started: Instant::now(),
-            elapsed_before,
-            published: None,
-            live_sink: None,
-        };
-        this.publish()?;
-        Ok(this)
-    }
-
     /// Reports each snapshot's size to the `AddExamples` sink (for `GetStatus`).
     pub fn with_live_sink(mut self, sink: Arc<LiveFileSink>) -> Self {
         self.live_sink = Some(sink);
@@ -257,7 +108,7 @@ impl EpochLoop {
     }
 
     pub fn run_dir(&self) -> &Path {
-        &self.run_dir
+        self.layout.dir()
     }
 
     fn elapsed(&self) -> f64 {
@@ -271,25 +122,17 @@ impl EpochLoop {
         Ok(())
     }
 
-    /// Serialises the adapter once and hands it to the service, if it changed.
+    /// Serialises the adapter once and hands it to the service, if it changed. The trainer's
+    /// version is the one published: the service and the workers number adapters the same way.
     fn publish(&mut self) -> Result<(), RunError> {
         let version = self.trainer.adapter_version();
         if self.published == Some(version) {
             return Ok(());
         }
         let bytes = self.trainer.policy().adapter().to_safetensors_bytes()?;
-        self.rollouts.handle().publish_adapter(wire_version(version), bytes)?;
+        self.rollouts.handle().publish_adapter(version, bytes)?;
         self.published = Some(version);
         Ok(())
-    }
-
-    fn set_progress(&self, epoch: usize, phase: &str, metrics: BTreeMap<String, f64>) {
-        self.rollouts.handle().set_progress(Progress {
-            epoch: epoch as u64,
-            phase: phase.into(),
-            step: self.trainer.state().global_step,
-            metrics,
-        });
     }
 
     /// Runs epochs until the budget or early stopping ends the run, then writes the final
@@ -313,15 +156,14 @@ impl EpochLoop {
                 }
             }
         }
-        let final_dir = self.run_dir.join(FINAL_ADAPTER);
-        self.save_adapter(&final_dir)?;
-        self.set_progress(last_epoch, "done", BTreeMap::new());
-        let outputs = finish_run(&self.run_dir)?;
+        layout::save_adapter(self.trainer.policy(), &self.layout.final_adapter())?;
+        self.set_progress(last_epoch, Activity::Done, Default::default());
+        let outputs = finish_run(self.layout.dir())?;
         for w in &outputs.warnings {
             tracing::warn!("{w}");
         }
         Ok(RunSummary {
-            run_dir: self.run_dir.clone(),
+            run_dir: self.layout.dir().to_path_buf(),
             epochs_run,
             last_epoch,
             reason,
@@ -329,21 +171,6 @@ impl EpochLoop {
             table: outputs.summary,
             plots: outputs.plots,
         })
-    }
-
-    /// Writes the adapter in PEFT layout to `dir`, replacing it whole.
-    fn save_adapter(&self, dir: &Path) -> Result<(), RunError> {
-        let tmp = dir.with_extension("tmp");
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-        self.trainer.policy().save_adapter(&tmp)?;
-        if dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(io(dir))?;
-        }
-        std::fs::rename(&tmp, dir).map_err(io(dir))?;
-        Ok(())
     }
 
     fn run_epoch(&mut self, epoch: usize) -> Result<Verdict, RunError> {
@@ -365,7 +192,7 @@ impl EpochLoop {
             "epoch {epoch}: {growth}; {} validation",
             snapshot.val.len()
         );
-        let mut record = EpochMetrics {
+        let mut record = EpochRecord {
             epoch,
             train_size: Some(train_size),
             train_added: prev_train.map(|p| train_size.saturating_sub(p)),
@@ -404,14 +231,14 @@ impl EpochLoop {
             }
         }
 
-        let verdict = self.stopper.observe(&EpochRecord::from(&record));
+        let verdict = self.stopper.observe(&record);
         record.stale_epochs = Some(self.stopper.stale());
         record.elapsed_s = Some(self.elapsed());
         self.metrics.write(&Record::Epoch(record.clone()))?;
-        self.history.push(EpochRecord::from(&record));
         self.last_train_size = record.train_size;
+        self.history.push(record.clone());
         if verdict == Verdict::Improved {
-            self.save_adapter(&self.run_dir.join(BEST_ADAPTER))?;
+            layout::save_adapter(self.trainer.policy(), &self.layout.best_adapter())?;
         }
         self.trainer.set_dataset_position(serde_json::json!({ "epochs_done": epoch }));
         let ckpt = self.trainer.save_checkpoint()?;
@@ -427,303 +254,4 @@ impl EpochLoop {
         );
         Ok(verdict)
     }
-
-    fn val_loss_set(&self, snapshot: &Snapshot) -> Result<Vec<crate::training::SftExample>, RunError> {
-        stable_sample(&snapshot.val, self.cfg.eval.loss_examples, self.cfg.run.seed)
-            .into_iter()
-            .map(|e| self.encoder.sft_example(e))
-            .collect()
-    }
-
-    fn val_loss(&self, set: &[crate::training::SftExample]) -> Result<Option<f64>, RunError> {
-        if set.is_empty() {
-            return Ok(None);
-        }
-        let started = Instant::now();
-        let (loss, tokens) = self.trainer.eval_loss(set, self.cfg.eval.micro_batch_size)?;
-        tracing::info!(loss, tokens, examples = set.len(), secs = started.elapsed().as_secs_f64(), "validation loss");
-        Ok(loss.is_finite().then_some(loss))
-    }
-
-    fn write_step(&mut self, phase: Phase, m: StepFigures) -> Result<(), RunError> {
-        self.metrics.write(&Record::Step(StepRecord {
-            epoch: self.trainer.state().epoch as usize,
-            phase: report_phase(phase),
-            step: self.trainer.state().global_step,
-            loss: m.loss,
-            lr: m.lr,
-            grad_norm: m.grad_norm,
-            tokens: m.tokens as u64,
-            reward_mean: m.reward_mean,
-            kl: m.kl,
-            clip_fraction: m.clip_fraction,
-            elapsed_s: self.elapsed(),
-        }))?;
-        Ok(())
-    }
-
-    fn write_phase(
-        &mut self,
-        epoch: usize,
-        phase: Phase,
-        m: &PhaseMetrics,
-        val_loss: Option<f64>,
-        sft_fraction: Option<f64>,
-        questions: Option<usize>,
-    ) -> Result<(), RunError> {
-        self.metrics.write(&Record::Phase(PhaseRecord {
-            epoch,
-            phase: report_phase(phase),
-            steps: m.steps,
-            loss_mean: (m.steps > 0).then_some(m.loss_mean),
-            val_loss,
-            sft_fraction,
-            questions,
-            dropped: (phase == Phase::Grpo).then_some(m.stale_dropped),
-            duration_s: Some(m.wall_seconds),
-        }))?;
-        Ok(())
-    }
-
-    /// SFT over `n` training examples in a fresh random order (the trainer's checkpointed RNG).
-    fn sft_phase(&mut self, epoch: usize, snapshot: &Snapshot, n: usize) -> Result<PhaseMetrics, RunError> {
-        let mut order: Vec<usize> = (0..snapshot.train.len()).collect();
-        order.shuffle(self.trainer.rng_mut());
-        order.truncate(n);
-        let sft = &self.cfg.sft;
-        let (micro, accum) = (sft.micro_batch_size.max(1), sft.grad_accum_steps.max(1));
-        let planned = n.div_ceil(micro * accum) as u64;
-        self.trainer.begin_phase(epoch as u64, Phase::Sft, planned)?;
-        let examples: Vec<_> =
-            order.iter().map(|&i| self.encoder.sft_example(&snapshot.train[i])).collect::<Result<_, _>>()?;
-        let total_tokens: usize = examples.iter().map(|e| e.tokens.len()).sum();
-        let bar = progress_bar(total_tokens as u64, &format!("epoch {epoch} SFT"));
-        let started = Instant::now();
-        for batch in examples.chunks(micro) {
-            self.check_stop()?;
-            let step = self.trainer.sft_micro_step(batch)?;
-            bar.inc(batch.iter().map(|e| e.tokens.len() as u64).sum());
-            if let Some(m) = step {
-                self.after_sft_step(epoch, &m, &bar)?;
-            }
-        }
-        if let Some(m) = self.trainer.sft_flush()? {
-            self.after_sft_step(epoch, &m, &bar)?;
-        }
-        bar.finish_and_clear();
-        let phase = self.trainer.end_phase()?;
-        tracing::info!(
-            epoch,
-            steps = phase.steps,
-            loss = phase.loss_mean,
-            tokens_per_s = total_tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
-            skipped_too_long = phase.skipped_too_long,
-            "SFT phase done"
-        );
-        Ok(phase)
-    }
-
-    fn after_sft_step(&mut self, epoch: usize, m: &SftStepMetrics, bar: &indicatif::ProgressBar) -> Result<(), RunError> {
-        if !m.applied {
-            return Ok(());
-        }
-        bar.set_message(format!("loss {:.3}", m.loss));
-        tracing::info!(epoch, step = m.global_step, loss = m.loss, lr = m.lr, grad_norm = m.grad_norm, "SFT step");
-        self.write_step(Phase::Sft, StepFigures::sft(m))?;
-        self.publish()?;
-        self.set_progress(epoch, "sft", BTreeMap::from([("sft_loss".into(), m.loss)]));
-        Ok(())
-    }
-
-    /// GRPO on `questions` training prompts: lease them to the workers, step every
-    /// `groups_per_step` groups as they arrive, publish each new adapter.
-    fn grpo_phase(&mut self, epoch: usize, snapshot: &Snapshot, questions: usize) -> Result<PhaseMetrics, RunError> {
-        let mut order: Vec<usize> = (0..snapshot.train.len()).collect();
-        order.shuffle(self.trainer.rng_mut());
-        order.truncate(questions);
-        let per_step = self.cfg.grpo.groups_per_step.max(1);
-        self.trainer.begin_phase(epoch as u64, Phase::Grpo, questions.div_ceil(per_step) as u64)?;
-        let chosen: Vec<&Example> = order.iter().map(|&i| &snapshot.train[i]).collect();
-        let prompts = self.prompt_work(&format!("e{epoch}-q"), &chosen)?;
-        let started = Instant::now();
-        let mut wait = self.rollouts.start(prompts, self.cfg.sampling.clone())?;
-        self.set_progress(epoch, "grpo", BTreeMap::new());
-        tracing::info!(epoch, questions, group_size = self.cfg.sampling.n, "GRPO phase: questions leased to the workers");
-        let mut pending: Vec<Group> = Vec::new();
-        while let Some(group) = self.rollouts.next(&mut wait)? {
-            pending.push(to_training_group(group));
-            if pending.len() >= per_step || wait.remaining() == 0 {
-                let groups = std::mem::take(&mut pending);
-                for m in self.trainer.grpo_step(&groups)? {
-                    self.after_grpo_step(epoch, &m)?;
-                }
-                self.publish()?;
-            }
-        }
-        let phase = self.trainer.end_phase()?;
-        tracing::info!(
-            epoch,
-            steps = phase.steps,
-            reward_mean = phase.reward_mean,
-            stale_dropped = phase.stale_dropped,
-            secs = started.elapsed().as_secs_f64(),
-            "GRPO phase done"
-        );
-        Ok(phase)
-    }
-
-    fn after_grpo_step(&mut self, epoch: usize, m: &GrpoStepMetrics) -> Result<(), RunError> {
-        if !m.applied {
-            // Nothing to learn from (every group's rewards equal) or a skipped non-finite step:
-            // trainer.jsonl has the details; metrics.jsonl keeps optimiser steps only.
-            tracing::info!(epoch, reward_mean = m.reward_mean, zero_std_groups = m.zero_std_group_fraction, "GRPO step skipped");
-            return Ok(());
-        }
-        tracing::info!(
-            epoch,
-            step = m.global_step,
-            loss = m.loss,
-            reward_mean = m.reward_mean,
-            zero_std_groups = m.zero_std_group_fraction,
-            "GRPO step"
-        );
-        self.write_step(Phase::Grpo, StepFigures::grpo(m))?;
-        self.set_progress(epoch, "grpo", BTreeMap::from([("reward_mean".into(), m.reward_mean)]));
-        Ok(())
-    }
-
-    /// Prompts for the workers; ids are `<prefix><index>`, unique within the phase.
-    fn prompt_work(&self, prefix: &str, examples: &[&Example]) -> Result<Vec<PromptWork>, RunError> {
-        examples
-            .iter()
-            .enumerate()
-            .map(|(i, ex)| {
-                let enc = self.encoder.encode(ex)?;
-                let prompt_text = self
-                    .encoder
-                    .tokenizer()
-                    .decode(&enc.prompt, false)
-                    .map_err(|e| RunError::Data(format!("decoding a prompt: {e}")))?;
-                Ok(PromptWork {
-                    prompt_id: format!("{prefix}{i}"),
-                    prompt_tokens: enc.prompt.into(),
-                    prompt_text,
-                    ground_truth: ex.answer.clone(),
-                    kind: if ex.answer.trim().is_empty() { ExampleKind::Open } else { ExampleKind::Verifiable },
-                    example_type: ex.example_type.clone(),
-                })
-            })
-            .collect()
-    }
-
-    /// Format accuracy and mean reward of worker-generated completions for a stable sample of the
-    /// validation split; `None` when the split is empty.
-    fn validate_generation(&mut self, epoch: usize, snapshot: &Snapshot) -> Result<Option<GenerationEval>, RunError> {
-        self.check_stop()?;
-        let chosen = stable_sample(&snapshot.val, self.cfg.eval.generate_examples, self.cfg.run.seed);
-        if chosen.is_empty() {
-            tracing::warn!(epoch, "the validation split is empty: no format accuracy this epoch");
-            return Ok(None);
-        }
-        let prefix = format!("e{epoch}-val");
-        let prompts = self.prompt_work(&prefix, &chosen)?;
-        let types: HashMap<String, String> =
-            chosen.iter().enumerate().map(|(i, e)| (format!("{prefix}{i}"), e.example_type.clone())).collect();
-        let e = &self.cfg.eval;
-        let sampling = SamplingParams {
-            n: e.samples_per_prompt,
-            temperature: e.temperature,
-            top_p: self.cfg.sampling.top_p,
-            max_new_tokens: self.cfg.sampling.max_new_tokens,
-            seed: self.cfg.sampling.seed,
-        };
-        let started = Instant::now();
-        self.set_progress(epoch, "eval", BTreeMap::new());
-        let wait = self.rollouts.start(prompts, sampling)?;
-        let groups = self.rollouts.collect(wait)?;
-        let gen = score_generations(&groups, &types, self.encoder.tokenizer())?;
-        tracing::info!(
-            epoch,
-            format_accuracy = gen.format_accuracy,
-            reward_mean = gen.reward_mean,
-            completions = gen.completions,
-            secs = started.elapsed().as_secs_f64(),
-            "validation generations scored"
-        );
-        if let Some(s) = &gen.sample {
-            tracing::info!("validation sample: {}", s.chars().take(300).collect::<String>().replace('\n', "⏎"));
-        }
-        Ok(Some(gen))
-    }
 }
-
-/// The figures of one optimiser step that `metrics.jsonl` keeps.
-struct StepFigures {
-    loss: f64,
-    lr: f64,
-    grad_norm: f64,
-    tokens: usize,
-    reward_mean: Option<f64>,
-    kl: Option<f64>,
-    clip_fraction: Option<f64>,
-}
-
-impl StepFigures {
-    fn sft(m: &SftStepMetrics) -> Self {
-        Self { loss: m.loss, lr: m.lr, grad_norm: m.grad_norm, tokens: m.tokens, reward_mean: None, kl: None, clip_fraction: None }
-    }
-    fn grpo(m: &GrpoStepMetrics) -> Self {
-        Self {
-            loss: m.loss,
-            lr: m.lr,
-            grad_norm: m.grad_norm,
-            tokens: m.tokens,
-            reward_mean: Some(m.reward_mean),
-            kl: (m.ref_kl != 0.0).then_some(m.ref_kl),
-            clip_fraction: Some(m.clip_low_fraction + m.clip_high_fraction),
-        }
-    }
-}
-
-fn report_phase(p: Phase) -> crate::report::Phase {
-    match p {
-        Phase::Sft => crate::report::Phase::Sft,
-        Phase::Grpo => crate::report::Phase::Grpo,
-    }
-}
-
-fn to_training_group(g: ExperienceGroup) -> Group {
-    let version = trainer_version(g.adapter_version);
-    Group {
-        prompt: g.prompt_tokens.to_vec(),
-        completions: g
-            .completions
-            .into_iter()
-            .map(|c| GroupCompletion {
-                tokens: c.completion_tokens,
-                behaviour_logprobs: c.behaviour_logprobs,
-                adapter_version: version,
-                reward: c.reward,
-                reward_components: c.reward_components.into_iter().collect(),
-                truncated: c.finish == FinishReason::Length,
-            })
-            .collect(),
-    }
-}
-
-fn progress_bar(len: u64, prefix: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(len);
-    let style = indicatif::ProgressStyle::with_template(
-        "{prefix} [{bar:30}] {pos}/{len} tokens  {per_sec}  ETA {eta}  {msg}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-    .progress_chars("=> ");
-    bar.set_style(style);
-    bar.set_prefix(prefix.to_string());
-    bar
-}
-
-fn unix_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use asrl_common::config::SamplingParams;
-use asrl_common::rollout::{ExperienceGroup, PromptWork};
+use asrl_common::rollout::{PromptWork, RolloutGroup};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::RunError;
@@ -18,7 +18,7 @@ const WAIT_LOG_EVERY: Duration = Duration::from_secs(30);
 
 pub struct Rollouts {
     handle: LearnerHandle,
-    groups: Receiver<ExperienceGroup>,
+    groups: Receiver<RolloutGroup>,
     stop: Arc<AtomicBool>,
 }
 
@@ -40,7 +40,7 @@ impl PhaseWait {
 }
 
 impl Rollouts {
-    pub fn new(handle: LearnerHandle, groups: Receiver<ExperienceGroup>, stop: Arc<AtomicBool>) -> Self {
+    pub fn new(handle: LearnerHandle, groups: Receiver<RolloutGroup>, stop: Arc<AtomicBool>) -> Self {
         Self { handle, groups, stop }
     }
 
@@ -62,7 +62,7 @@ impl Rollouts {
     /// The next group of the phase, or `None` once every prompt has one. Waits as long as it
     /// takes (workers may still be starting), logging who is connected; a stop request ends the
     /// wait with [`RunError::Interrupted`].
-    pub fn next(&self, wait: &mut PhaseWait) -> Result<Option<ExperienceGroup>, RunError> {
+    pub fn next(&self, wait: &mut PhaseWait) -> Result<Option<RolloutGroup>, RunError> {
         while !wait.missing.is_empty() {
             if self.stop.load(Ordering::Relaxed) {
                 return Err(RunError::Interrupted);
@@ -91,7 +91,7 @@ impl Rollouts {
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    return Err(RunError::Service("the gRPC service stopped".into()));
+                    return Err(RunError::ServiceStopped);
                 }
             }
         }
@@ -99,7 +99,7 @@ impl Rollouts {
     }
 
     /// Every group of the phase, in arrival order.
-    pub fn collect(&self, mut wait: PhaseWait) -> Result<HashMap<String, ExperienceGroup>, RunError> {
+    pub fn collect(&self, mut wait: PhaseWait) -> Result<HashMap<String, RolloutGroup>, RunError> {
         let mut out = HashMap::with_capacity(wait.total);
         while let Some(g) = self.next(&mut wait)? {
             out.insert(g.prompt_id.clone(), g);

@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use asrl_common::config::{LeaseConfig, SamplingParams};
-use asrl_common::rollout::PromptWork;
+use asrl_common::rollout::{AdapterVersion, PromptWork};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ItemState {
@@ -35,7 +35,7 @@ pub enum LeaseState {
 pub struct LeaseRecord {
     pub worker_id: u64,
     pub prompt_ids: Vec<String>,
-    pub adapter_version: u64,
+    pub adapter_version: AdapterVersion,
     pub deadline: Instant,
     pub state: LeaseState,
 }
@@ -46,7 +46,7 @@ pub struct LeaseGrant {
     pub lease_id: u64,
     pub prompts: Vec<PromptWork>,
     pub sampling: SamplingParams,
-    pub adapter_version: u64,
+    pub adapter_version: AdapterVersion,
     pub deadline: Instant,
 }
 
@@ -76,7 +76,9 @@ pub enum LeaseError {
     #[error("lease {lease_id} belongs to worker {owner}, not worker {worker_id}")]
     WrongWorker { lease_id: u64, owner: u64, worker_id: u64 },
     #[error("lease {lease_id} required adapter version {required}, submission says {got}")]
-    WrongVersion { lease_id: u64, required: u64, got: u64 },
+    WrongVersion { lease_id: u64, required: AdapterVersion, got: AdapterVersion },
+    #[error("prompt id {0:?} appears twice in the phase")]
+    DuplicatePrompt(String),
 }
 
 #[derive(Debug)]
@@ -114,13 +116,13 @@ impl LeaseManager {
 
     /// Replaces the queue with a new phase's prompts; outstanding leases are forgotten (their
     /// submissions then fail as unknown). Duplicate prompt ids are an error.
-    pub fn start_phase(&mut self, prompts: Vec<PromptWork>, sampling: SamplingParams) -> Result<(), String> {
+    pub fn start_phase(&mut self, prompts: Vec<PromptWork>, sampling: SamplingParams) -> Result<(), LeaseError> {
         let mut items = HashMap::with_capacity(prompts.len());
         let mut pending = VecDeque::with_capacity(prompts.len());
         for work in prompts {
             let id = work.prompt_id.clone();
             if items.insert(id.clone(), Item { work, state: ItemState::Pending }).is_some() {
-                return Err(format!("prompt id {id:?} appears twice in the phase"));
+                return Err(LeaseError::DuplicatePrompt(id));
             }
             pending.push_back(id);
         }
@@ -178,7 +180,7 @@ impl LeaseManager {
     }
 
     /// Leases up to `max_prompts` (0: the configured default) pending prompts, or `None`.
-    pub fn lease(&mut self, worker_id: u64, max_prompts: usize, adapter_version: u64, now: Instant) -> Option<LeaseGrant> {
+    pub fn lease(&mut self, worker_id: u64, max_prompts: usize, adapter_version: AdapterVersion, now: Instant) -> Option<LeaseGrant> {
         self.sweep(now);
         let want = match max_prompts {
             0 => self.cfg.prompts_per_lease,
@@ -216,7 +218,7 @@ impl LeaseManager {
     }
 
     /// Checks that a submission may be applied to this lease (before payload validation).
-    pub fn check_submission(&self, lease_id: u64, worker_id: u64, adapter_version: u64) -> Result<&LeaseRecord, LeaseError> {
+    pub fn check_submission(&self, lease_id: u64, worker_id: u64, adapter_version: AdapterVersion) -> Result<&LeaseRecord, LeaseError> {
         let lease = self.leases.get(&lease_id).ok_or(LeaseError::UnknownLease(lease_id))?;
         if lease.worker_id != worker_id {
             return Err(LeaseError::WrongWorker { lease_id, owner: lease.worker_id, worker_id });
@@ -228,10 +230,11 @@ impl LeaseManager {
     }
 
     /// Applies a submission already checked by [`Self::check_submission`] and payload
-    /// validation. `prompt_ids` are the submitted groups' prompts, each in the lease.
-    pub fn apply_submission(&mut self, lease_id: u64, prompt_ids: &[&str], latest_version: u64) -> Result<Vec<GroupFate>, LeaseError> {
+    /// validation. `prompt_ids` are the submitted groups' prompts, each in the lease; `latest`
+    /// is the newest published adapter (the staleness reference).
+    pub fn apply_submission(&mut self, lease_id: u64, prompt_ids: &[&str], latest: AdapterVersion) -> Result<Vec<GroupFate>, LeaseError> {
         let lease = self.leases.get_mut(&lease_id).ok_or(LeaseError::UnknownLease(lease_id))?;
-        let stale = latest_version.saturating_sub(lease.adapter_version) > self.cfg.max_staleness;
+        let stale = lease.adapter_version.is_stale(latest, self.cfg.max_staleness);
         let was_active = lease.state == LeaseState::Active;
         lease.state = LeaseState::Submitted;
         let mut fates = Vec::with_capacity(prompt_ids.len());

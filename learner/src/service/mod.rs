@@ -4,24 +4,26 @@
 //! - [`LearnerService`]: the gRPC side, served with [`serve_learner`] on the tokio runtime;
 //! - [`LearnerHandle`]: the training thread's side (plain blocking calls, any thread):
 //!   publish adapter versions, start GRPO rollout phases, report progress;
-//! - a `crossbeam_channel::Receiver<ExperienceGroup>` delivering every validated, non-duplicate,
+//! - a `crossbeam_channel::Receiver<RolloutGroup>` delivering every validated, non-duplicate,
 //!   fresh-enough group exactly once to the training thread.
 //!
 //! Requests are validated in full before anything changes; every rejection is logged with its
 //! gRPC status and leaves the learner as it was.
 
+mod handle;
 mod leases;
 mod live_sink;
+mod progress;
 mod registry;
 mod validate;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use asrl_common::config::{GrpcServerConfig, LeaseConfig, SamplingParams};
-use asrl_common::rollout::{Experience, ExperienceGroup, PromptWork};
+use asrl_common::config::{GrpcServerConfig, LeaseConfig};
+use asrl_common::rollout::{AdapterVersion, PromptWork, RolloutGroup};
 use asrl_common::transport::convert::{prompt_to_wire, sampling_to_wire};
 use asrl_common::transport::{self, AdapterPayload, RunningServer, TransportError};
 use asrl_proto::v1 as pb;
@@ -29,10 +31,12 @@ use asrl_proto::v1::learner_server::{Learner, LearnerServer};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-pub use live_sink::LiveFileSink;
+pub use handle::LearnerHandle;
 pub use leases::{GroupFate, LeaseCounters, LeaseError, LeaseGrant, LeaseManager};
+pub use live_sink::LiveFileSink;
+pub use progress::{Activity, Progress};
 pub use registry::{WorkerEntry, WorkerRegistry};
-pub use validate::{validate_groups, ValidCompletion, ValidGroup};
+pub use validate::{validate_groups, Submission};
 
 /// Full name of the service, for health checks.
 pub const LEARNER_SERVICE_NAME: &str = "asrl.v1.Learner";
@@ -57,21 +61,12 @@ pub struct AddExamplesOutcome {
     pub rejected: Vec<(u32, String)>,
 }
 
-/// What `GetStatus` reports about training, set by the training thread.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Progress {
-    pub epoch: u64,
-    pub phase: String,
-    pub step: u64,
-    pub metrics: BTreeMap<String, f64>,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error("adapter version {got} must be greater than the published version {current}")]
-    VersionNotIncreasing { current: u64, got: u64 },
+    VersionNotIncreasing { current: AdapterVersion, got: AdapterVersion },
     #[error("rollout phase: {0}")]
-    Phase(String),
+    Phase(#[from] LeaseError),
 }
 
 struct Inner {
@@ -82,15 +77,15 @@ struct Inner {
 }
 
 impl Inner {
-    fn latest_version(&self) -> u64 {
-        self.adapters.back().map_or(0, |a| a.version)
+    fn latest_version(&self) -> AdapterVersion {
+        self.adapters.back().map_or(AdapterVersion::NONE, |a| a.version)
     }
 }
 
 struct Shared {
     opts: ServiceOptions,
     inner: Mutex<Inner>,
-    experiences: crossbeam_channel::Sender<ExperienceGroup>,
+    groups: crossbeam_channel::Sender<RolloutGroup>,
     examples: Option<Arc<dyn ExampleSink>>,
 }
 
@@ -99,12 +94,6 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
-
-/// The training thread's handle. Cheap to clone; every method is a short critical section.
-#[derive(Clone)]
-pub struct LearnerHandle {
-    shared: Arc<Shared>,
 }
 
 /// The gRPC service. Serve it with [`serve_learner`].
@@ -116,65 +105,16 @@ pub struct LearnerService {
 pub fn new_learner(
     opts: ServiceOptions,
     examples: Option<Arc<dyn ExampleSink>>,
-) -> (LearnerService, LearnerHandle, crossbeam_channel::Receiver<ExperienceGroup>) {
+) -> (LearnerService, LearnerHandle, crossbeam_channel::Receiver<RolloutGroup>) {
     let (tx, rx) = crossbeam_channel::unbounded();
     let inner = Inner {
         adapters: VecDeque::new(),
         leases: LeaseManager::new(opts.leases.clone()),
         registry: WorkerRegistry::new(Duration::from_millis(opts.leases.worker_timeout_ms)),
-        progress: Progress { phase: "idle".into(), ..Default::default() },
+        progress: Progress::default(),
     };
-    let shared = Arc::new(Shared { opts, inner: Mutex::new(inner), experiences: tx, examples });
+    let shared = Arc::new(Shared { opts, inner: Mutex::new(inner), groups: tx, examples });
     (LearnerService { shared: shared.clone() }, LearnerHandle { shared }, rx)
-}
-
-impl LearnerHandle {
-    /// Makes `bytes` (the adapter's safetensors serialisation) the latest version. Hashes here,
-    /// on the caller's thread, once; every worker download then slices the same buffer.
-    pub fn publish_adapter(&self, version: u64, bytes: Vec<u8>) -> Result<(), ServiceError> {
-        let payload = AdapterPayload::new(version, bytes);
-        let mut inner = self.shared.lock();
-        let current = inner.latest_version();
-        if version <= current {
-            return Err(ServiceError::VersionNotIncreasing { current, got: version });
-        }
-        inner.adapters.push_back(payload);
-        let keep = self.shared.opts.leases.adapter_versions_kept.max(1);
-        while inner.adapters.len() > keep {
-            inner.adapters.pop_front();
-        }
-        tracing::info!(version, "adapter version published");
-        Ok(())
-    }
-
-    pub fn latest_adapter_version(&self) -> u64 {
-        self.shared.lock().latest_version()
-    }
-
-    /// Queues a GRPO rollout phase; leases of the previous phase become unknown.
-    pub fn start_phase(&self, prompts: Vec<PromptWork>, sampling: SamplingParams) -> Result<(), ServiceError> {
-        let n = prompts.len();
-        self.shared.lock().leases.start_phase(prompts, sampling).map_err(ServiceError::Phase)?;
-        tracing::info!(prompts = n, "rollout phase started");
-        Ok(())
-    }
-
-    pub fn phase_counters(&self) -> LeaseCounters {
-        let mut inner = self.shared.lock();
-        inner.leases.sweep(Instant::now());
-        inner.leases.counters()
-    }
-
-    /// Workers heard from within the worker timeout, as (name, device).
-    pub fn workers_connected(&self) -> Vec<(String, String)> {
-        let mut inner = self.shared.lock();
-        inner.registry.prune(Instant::now());
-        inner.registry.iter().map(|(_, w)| (w.name.clone(), w.device.clone())).collect()
-    }
-
-    pub fn set_progress(&self, progress: Progress) {
-        self.shared.lock().progress = progress;
-    }
 }
 
 fn reject(rpc: &'static str, status: Status) -> Status {
@@ -198,18 +138,22 @@ impl LearnerService {
         if inner.registry.touch(req.worker_id, now).is_none() {
             return Err(unknown_worker(req.worker_id));
         }
-        let lease = inner.leases.check_submission(req.lease_id, req.worker_id, req.adapter_version).map_err(|e| match e {
-            LeaseError::UnknownLease(_) => Status::not_found(e.to_string()),
+        let version = AdapterVersion::new(req.adapter_version);
+        let lease = inner.leases.check_submission(req.lease_id, req.worker_id, version).map_err(|e| match e {
+            LeaseError::UnknownLease(_) | LeaseError::DuplicatePrompt(_) => Status::not_found(e.to_string()),
             LeaseError::WrongWorker { .. } => Status::permission_denied(e.to_string()),
             LeaseError::WrongVersion { .. } => Status::failed_precondition(e.to_string()),
         })?;
-        let limits = validate::Limits {
+        let prompts: Vec<&PromptWork> = lease.prompt_ids.iter().filter_map(|id| inner.leases.prompt(id)).collect();
+        let submission = Submission {
             lease_id: req.lease_id,
-            lease_prompts: &lease.prompt_ids,
+            worker_id: req.worker_id,
+            adapter_version: version,
+            prompts: &prompts,
             sampling: inner.leases.sampling(),
             vocab_size: self.shared.opts.vocab_size,
         };
-        let groups = validate_groups(req.groups, &limits)?;
+        let groups = validate_groups(req.groups, &submission)?;
         validate::validate_timings(req.timings.as_ref())?;
 
         let latest = inner.latest_version();
@@ -223,26 +167,7 @@ impl LearnerService {
                 GroupFate::Stale => resp.stale += 1,
                 GroupFate::Accepted => {
                     resp.accepted += 1;
-                    let Some(prompt) = inner.leases.prompt(&group.prompt_id) else { continue };
-                    let prompt_tokens = prompt.prompt_tokens.clone();
-                    out.push(ExperienceGroup {
-                        prompt_id: group.prompt_id,
-                        prompt_tokens: prompt_tokens.clone(),
-                        adapter_version: req.adapter_version,
-                        worker_id: req.worker_id,
-                        completions: group
-                            .completions
-                            .into_iter()
-                            .map(|c| Experience {
-                                prompt_tokens: prompt_tokens.clone(),
-                                completion_tokens: c.tokens,
-                                behaviour_logprobs: c.logprobs,
-                                finish: c.finish,
-                                reward: c.reward,
-                                reward_components: c.reward_components,
-                            })
-                            .collect(),
-                    });
+                    out.push(group);
                 }
             }
         }
@@ -257,7 +182,7 @@ impl LearnerService {
         }
         drop(inner);
         for group in out {
-            if self.shared.experiences.send(group).is_err() {
+            if self.shared.groups.send(group).is_err() {
                 return Err(Status::unavailable("the training thread has stopped; results cannot be consumed"));
             }
         }
@@ -297,9 +222,9 @@ impl Learner for LearnerService {
             return Err(reject("Heartbeat", unknown_worker(r.worker_id)));
         };
         w.tokens_per_second = r.tokens_per_second;
-        w.adapter_version = r.adapter_version;
+        w.adapter_version = AdapterVersion::new(r.adapter_version);
         w.lease_id = r.lease_id;
-        Ok(Response::new(pb::HeartbeatResponse { latest_adapter_version: latest }))
+        Ok(Response::new(pb::HeartbeatResponse { latest_adapter_version: latest.get() }))
     }
 
     async fn lease_work(&self, request: Request<pb::LeaseWorkRequest>) -> Result<Response<pb::LeaseWorkResponse>, Status> {
@@ -314,7 +239,7 @@ impl Learner for LearnerService {
             outcome: Some(pb::lease_work_response::Outcome::NoWork(pb::NoWork { retry_after_ms: retry, reason: reason.into() })),
         };
         let version = inner.latest_version();
-        if version == 0 {
+        if version.is_none() {
             return Ok(Response::new(no_work("no adapter published yet")));
         }
         let Some(grant) = inner.leases.lease(r.worker_id, r.max_prompts as usize, version, now) else {
@@ -328,7 +253,7 @@ impl Learner for LearnerService {
             lease_id: grant.lease_id,
             prompts: grant.prompts.iter().map(prompt_to_wire).collect(),
             sampling: Some(sampling_to_wire(&grant.sampling)),
-            adapter_version: grant.adapter_version,
+            adapter_version: grant.adapter_version.get(),
             deadline_unix_ms: unix_ms(grant.deadline, now),
         };
         tracing::debug!(lease_id = grant.lease_id, worker_id = r.worker_id, prompts = lease.prompts.len(), "lease granted");
@@ -343,13 +268,14 @@ impl Learner for LearnerService {
         if inner.registry.touch(r.worker_id, Instant::now()).is_none() {
             return Err(reject("FetchAdapter", unknown_worker(r.worker_id)));
         }
-        let payload = if r.version == 0 {
+        let wanted = AdapterVersion::new(r.version);
+        let payload = if wanted.is_none() {
             inner.adapters.back().cloned()
         } else {
-            inner.adapters.iter().find(|a| a.version == r.version).cloned()
+            inner.adapters.iter().find(|a| a.version == wanted).cloned()
         };
         let Some(payload) = payload else {
-            let kept: Vec<u64> = inner.adapters.iter().map(|a| a.version).collect();
+            let kept: Vec<u64> = inner.adapters.iter().map(|a| a.version.get()).collect();
             let status = if kept.is_empty() {
                 Status::failed_precondition("no adapter published yet")
             } else {
@@ -380,7 +306,7 @@ impl Learner for LearnerService {
                 name: w.name.clone(),
                 device: w.device.clone(),
                 tokens_per_second: w.tokens_per_second,
-                adapter_version: w.adapter_version,
+                adapter_version: w.adapter_version.get(),
                 groups_completed: w.groups_completed,
                 last_seen_ms_ago: now.saturating_duration_since(w.last_seen).as_millis() as u64,
             })
@@ -389,9 +315,9 @@ impl Learner for LearnerService {
         let p = &inner.progress;
         Ok(Response::new(pb::LearnerStatus {
             epoch: p.epoch,
-            phase: p.phase.clone(),
+            phase: p.activity.as_str().into(),
             step: p.step,
-            adapter_version: inner.latest_version(),
+            adapter_version: inner.latest_version().get(),
             dataset_size,
             workers,
             metrics: p.metrics.iter().map(|(k, v)| (k.clone(), *v)).collect(),

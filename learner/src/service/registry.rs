@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use asrl_common::rollout::AdapterVersion;
+
 #[derive(Debug, Clone)]
 pub struct WorkerEntry {
     pub name: String,
@@ -10,7 +12,8 @@ pub struct WorkerEntry {
     pub capabilities: Vec<String>,
     pub last_seen: Instant,
     pub tokens_per_second: f64,
-    pub adapter_version: u64,
+    /// Last reported by the worker's heartbeat.
+    pub adapter_version: AdapterVersion,
     pub groups_completed: u64,
     pub lease_id: u64,
 }
@@ -42,7 +45,7 @@ impl WorkerRegistry {
                 capabilities,
                 last_seen: now,
                 tokens_per_second: 0.0,
-                adapter_version: 0,
+                adapter_version: AdapterVersion::NONE,
                 groups_completed: 0,
                 lease_id: 0,
             },

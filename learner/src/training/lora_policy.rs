@@ -62,12 +62,10 @@ impl Policy for LoraPolicy {
             (c.r, c.alpha, c.dropout, t)
         };
         if key(loaded.config()) != key(self.adapter.config()) {
-            return Err(TrainError::Checkpoint(format!(
-                "{}: adapter config {:?} differs from the running one {:?}",
-                dir.display(),
-                loaded.config(),
-                self.adapter.config()
-            )));
+            return Err(TrainError::checkpoint(
+                dir,
+                format!("adapter config {:?} differs from the running one {:?}", loaded.config(), self.adapter.config()),
+            ));
         }
         let tensors = loaded.vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
         assign_by_name(&self.adapter.vars(), tensors, dir)

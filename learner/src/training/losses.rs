@@ -4,27 +4,12 @@
 //! as a *sum* plus the normaliser it should be divided by, so gradients of several micro-batches
 //! can be accumulated and normalised once for the whole optimiser step.
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 
 use asrl_common::config::LossAggregation;
+use asrl_common::model::token_logprobs;
 
 use super::TrainError;
-
-/// log p(targets) under softmax(logits / temperature). logits (b, t, v) f32, targets (b, t) u32
-/// -> (b, t) f32. The max is detached: log-softmax is shift-invariant, so this only removes a
-/// backward branch whose contributions cancel.
-pub fn token_logprobs(logits: &Tensor, targets: &Tensor, temperature: f64) -> Result<Tensor, TrainError> {
-    let logits = if temperature > 0.0 && temperature != 1.0 {
-        (logits / temperature)?
-    } else {
-        logits.clone()
-    };
-    let max = logits.max_keepdim(D::Minus1)?.detach();
-    let shifted = logits.broadcast_sub(&max)?;
-    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    let picked = shifted.gather(&targets.unsqueeze(D::Minus1)?.contiguous()?, D::Minus1)?;
-    Ok(picked.broadcast_sub(&lse)?.squeeze(D::Minus1)?)
-}
 
 /// Summed SFT cross-entropy of one right-padded micro-batch.
 pub struct SftLoss {

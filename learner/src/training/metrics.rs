@@ -1,46 +1,54 @@
-//! Per-step and per-phase training metrics: structs, `tracing` events and `metrics.jsonl`.
+//! The trainer's detailed per-step and per-phase records and [`TrainerLog`], which writes them to
+//! `trainer.jsonl` (and `tracing`). The run's summary records are `metrics.jsonl`
+//! (`crate::report::metrics`), written by the epoch loop from these.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use asrl_common::fs::at;
+use asrl_common::phase::Phase;
 use serde::Serialize;
 
-use super::schedule::Phase;
 use super::TrainError;
+
+/// What every optimiser step reports, SFT or GRPO: flattened into its `trainer.jsonl` line, and
+/// the source of its `metrics.jsonl` `step` record.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StepMetrics {
+    pub epoch: u64,
+    /// Optimiser steps taken in this phase, this one included.
+    pub step: u64,
+    /// Applied optimiser steps over the whole run, after this one.
+    pub global_step: u64,
+    /// SFT: mean cross-entropy over the step's response tokens. GRPO: the step's loss.
+    pub loss: f64,
+    /// Tokens that entered the loss.
+    pub tokens: usize,
+    /// Pre-clip global gradient norm.
+    pub grad_norm: f64,
+    pub lr: f64,
+    /// False when the step was dropped for a non-finite loss or gradient (or, in GRPO, had no
+    /// learning signal).
+    pub applied: bool,
+}
 
 /// One SFT optimiser step.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SftStepMetrics {
-    pub epoch: u64,
-    /// Optimiser steps taken in this phase, this one included.
-    pub step: u64,
-    pub global_step: u64,
-    /// Mean cross-entropy over the step's response tokens.
-    pub loss: f64,
-    pub tokens: usize,
+    #[serde(flatten)]
+    pub core: StepMetrics,
     pub examples: usize,
     pub micro_batches: usize,
-    /// Pre-clip global gradient norm.
-    pub grad_norm: f64,
-    pub lr: f64,
-    /// False when the step was dropped for a non-finite loss or gradient.
-    pub applied: bool,
 }
 
 /// One GRPO optimiser step (one pass over the given groups).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct GrpoStepMetrics {
-    pub epoch: u64,
-    pub step: u64,
-    pub global_step: u64,
-    /// Which of the `mu` passes over the same experiences this was (0-based).
+    #[serde(flatten)]
+    pub core: StepMetrics,
+    /// Which of the `mu` passes over the same completions this was (0-based).
     pub pass: usize,
-    pub loss: f64,
-    /// Completion tokens that entered the loss.
-    pub tokens: usize,
-    pub grad_norm: f64,
-    pub lr: f64,
     pub reward_mean: f64,
     pub reward_std: f64,
     /// Mean of every reward component over the step's completions, by name.
@@ -63,7 +71,6 @@ pub struct GrpoStepMetrics {
     pub truncation_rate: f64,
     /// Completions dropped as too stale / whose behaviour policy was too old.
     pub stale_dropped: usize,
-    pub applied: bool,
 }
 
 /// Totals of one phase of one epoch.
@@ -85,13 +92,14 @@ pub struct PhaseMetrics {
     pub wall_seconds: f64,
 }
 
-/// Appends one JSON object per line; every line carries `kind`, `epoch`, `phase`, `step`.
-pub struct MetricsSink {
+/// `trainer.jsonl`: appends one JSON object per line; every line carries `kind`, `epoch`,
+/// `phase`, `step` (the step within the phase).
+pub struct TrainerLog {
     path: Option<PathBuf>,
     file: Option<File>,
 }
 
-impl MetricsSink {
+impl TrainerLog {
     /// Only `tracing` output.
     pub fn disabled() -> Self {
         Self { path: None, file: None }
@@ -99,13 +107,9 @@ impl MetricsSink {
 
     pub fn to_file(path: &Path) -> Result<Self, TrainError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| TrainError::Io(format!("{}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent).map_err(at(parent))?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))?;
+        let file = OpenOptions::new().create(true).append(true).open(path).map_err(at(path))?;
         Ok(Self { path: Some(path.to_path_buf()), file: Some(file) })
     }
 
@@ -115,20 +119,17 @@ impl MetricsSink {
 
     /// Writes `{kind, phase, ...record}`; `record` must serialise to an object with `epoch`/`step`.
     pub fn emit<T: Serialize>(&mut self, kind: &str, phase: Phase, record: &T) -> Result<(), TrainError> {
-        let mut value = serde_json::to_value(record).map_err(|e| TrainError::Io(format!("metrics: {e}")))?;
-        let obj = value
-            .as_object_mut()
-            .ok_or_else(|| TrainError::Io("metrics record is not a JSON object".into()))?;
+        let mut value = serde_json::to_value(record).map_err(TrainError::Encode)?;
+        let Some(obj) = value.as_object_mut() else {
+            return Err(TrainError::Input(format!("a trainer.jsonl {kind} record must be a JSON object")));
+        };
         obj.insert("kind".into(), kind.into());
         obj.insert("phase".into(), phase.as_str().into());
         // Non-finite floats serialise as null; keep the line valid JSON either way.
-        let line = serde_json::to_string(&value).map_err(|e| TrainError::Io(format!("metrics: {e}")))?;
+        let line = serde_json::to_string(&value).map_err(TrainError::Encode)?;
         tracing::info!(target: "asrl::metrics", "{line}");
-        if let Some(f) = self.file.as_mut() {
-            writeln!(f, "{line}").map_err(|e| {
-                TrainError::Io(format!("{}: {e}", self.path.as_deref().unwrap_or(Path::new("?")).display()))
-            })?;
-            f.flush().map_err(|e| TrainError::Io(format!("metrics flush: {e}")))?;
+        if let (Some(f), Some(path)) = (self.file.as_mut(), self.path.as_deref()) {
+            writeln!(f, "{line}").and_then(|()| f.flush()).map_err(at(path))?;
         }
         Ok(())
     }

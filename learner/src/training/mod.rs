@@ -2,21 +2,25 @@
 //!
 //! - [`losses`]: SFT cross-entropy and the GRPO clipped objective on tensors.
 //! - [`advantage`]: group-relative advantages.
+//! - [`grpo_stages`]: the stages of a GRPO step as plain functions (validate, advantages,
+//!   statistics, staleness filter, micro-batch layout).
 //! - [`optim`]: AdamW with checkpointable state, gradient-norm clipping.
-//! - [`schedule`]: the phase-aware learning-rate schedule.
-//! - [`metrics`]: step/phase metrics and the `metrics.jsonl` sink.
-//! - [`checkpoint`]: atomic checkpoint directories.
+//! - [`lr`]: the phase-aware learning-rate schedule.
+//! - [`metrics`]: the trainer's step/phase records and `trainer.jsonl` ([`TrainerLog`]).
+//! - [`checkpoint`]: checkpoint directories, written atomically.
 //! - [`policy`]: what the trainer needs from a model; [`lora_policy`]: base model + LoRA.
 //! - [`trainer`]: the [`Trainer`] tying them together for the epoch loop.
 
 pub mod advantage;
 pub mod checkpoint;
+mod error;
+pub mod grpo_stages;
 pub mod lora_policy;
 pub mod losses;
+pub mod lr;
 pub mod metrics;
 pub mod optim;
 pub mod policy;
-pub mod schedule;
 pub mod trainer;
 
 #[cfg(test)]
@@ -24,28 +28,8 @@ mod model_tests;
 #[cfg(test)]
 mod tests;
 
-pub use metrics::{GrpoStepMetrics, MetricsSink, PhaseMetrics, SftStepMetrics};
+pub use error::TrainError;
 pub use lora_policy::LoraPolicy;
+pub use metrics::{GrpoStepMetrics, PhaseMetrics, SftStepMetrics, StepMetrics, TrainerLog};
 pub use policy::Policy;
-pub use schedule::Phase;
-pub use trainer::{Group, GroupCompletion, SftExample, Trainer, TrainerState};
-
-#[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    #[error(transparent)]
-    Model(#[from] asrl_common::model::ModelError),
-    #[error("tensor operation failed: {0}")]
-    Candle(#[from] candle_core::Error),
-    #[error("shape mismatch: {0}")]
-    Shape(String),
-    #[error("bad training input: {0}")]
-    Input(String),
-    #[error("i/o: {0}")]
-    Io(String),
-    #[error("checkpoint: {0}")]
-    Checkpoint(String),
-    #[error("{count} consecutive optimiser steps had a non-finite loss or gradient")]
-    NonFiniteRun { count: u64 },
-    #[error("{0} SFT micro-batches are accumulated but not applied: flush before this")]
-    PendingAccumulation(usize),
-}
+pub use trainer::{SftExample, Trainer, TrainerState};

@@ -6,8 +6,11 @@ use std::path::Path;
 use candle_core::{DType, Device};
 
 use asrl_common::config::{LoraConfig, SamplingParams, TrainConfig};
-use asrl_common::generate::{generate_group, FinishReason};
 use asrl_common::model::{random_tensors, Arch, LoraAdapter, Model, ModelConfig};
+use asrl_common::phase::Phase;
+use asrl_common::reward::Reward;
+use asrl_common::rollout::{RolloutGroup, ScoredCompletion};
+use asrl_common::sample::sample_group;
 use asrl_common::tokenizer::Tokenizer;
 
 use super::*;
@@ -79,7 +82,7 @@ fn sft_memorises_a_small_set_with_lora() {
     cfg.sft.grad_accum_steps = 2;
     cfg.sft.micro_batch_size = 2;
     cfg.checkpoint.dir = dir.path().to_path_buf();
-    let mut t = Trainer::new(policy(32, 1), cfg, 1.0, 8, 0, MetricsSink::disabled()).unwrap();
+    let mut t = Trainer::new(policy(32, 1), cfg, 1.0, 8, 0, TrainerLog::disabled()).unwrap();
     t.begin_phase(0, Phase::Sft, 0).unwrap();
     let data = sft_set();
     let (before, label_tokens) = t.eval_loss(&data, 3).unwrap();
@@ -88,8 +91,8 @@ fn sft_memorises_a_small_set_with_lora() {
     for _ in 0..80 {
         for mb in data.chunks(2) {
             if let Some(m) = t.sft_micro_step(mb).unwrap() {
-                assert!(m.applied);
-                losses.push(m.loss);
+                assert!(m.core.applied);
+                losses.push(m.core.loss);
             }
         }
     }
@@ -129,32 +132,34 @@ fn grpo_raises_a_rule_reward_on_a_lora_model() {
     cfg.checkpoint.dir = dir.path().join("ckpt");
     let params = SamplingParams { n: 8, temperature: 1.0, top_p: 1.0, max_new_tokens: 8, seed: 0 };
     let steps = 15u64;
-    let mut t = Trainer::new(policy(vocab, 3), cfg, params.temperature, params.max_new_tokens, 0, MetricsSink::disabled())
+    let mut t = Trainer::new(policy(vocab, 3), cfg, params.temperature, params.max_new_tokens, 0, TrainerLog::disabled())
         .unwrap();
     t.begin_phase(0, Phase::Grpo, steps).unwrap();
     let mut rewards = Vec::new();
     for step in 0..steps {
-        let groups: Vec<Group> = (0..4u64)
+        let groups: Vec<RolloutGroup> = (0..4u64)
             .map(|g| {
                 let prompt = [2 + g as u32, 3, 4];
                 let p = SamplingParams { seed: step * 100 + g, ..params.clone() };
                 let pol = t.policy();
-                let completions = generate_group(pol.model(), Some(pol.adapter()), &tok, &prompt, &p).unwrap();
+                let completions = sample_group(pol.model(), Some(pol.adapter()), &tok, &prompt, &p).unwrap();
                 let completions = completions
                     .into_iter()
                     .map(|c| {
                         let reward = c.tokens.iter().filter(|&&x| x == target).count() as f64 / params.max_new_tokens as f64;
-                        GroupCompletion {
-                            truncated: c.finish == FinishReason::Length,
-                            tokens: c.tokens,
-                            behaviour_logprobs: c.logprobs,
-                            adapter_version: t.adapter_version(),
-                            reward,
-                            reward_components: BTreeMap::from([("target".into(), reward)]),
+                        ScoredCompletion {
+                            completion: c,
+                            reward: Reward { total: reward, components: BTreeMap::from([("target".into(), reward)]) },
                         }
                     })
                     .collect();
-                Group { prompt: prompt.to_vec(), completions }
+                RolloutGroup {
+                    prompt_id: format!("g{g}"),
+                    prompt_tokens: prompt.to_vec().into(),
+                    adapter_version: t.adapter_version(),
+                    worker_id: 1,
+                    completions,
+                }
             })
             .collect();
         let m = t.grpo_step(&groups).unwrap();
@@ -176,7 +181,7 @@ fn lora_checkpoint_resume_is_exact() {
         cfg.sft.grad_accum_steps = 1;
         cfg.sft.micro_batch_size = 2;
         cfg.checkpoint.dir = dir.path().join(sub);
-        Trainer::new(policy(32, 5), cfg, 1.0, 8, 0, MetricsSink::disabled()).unwrap()
+        Trainer::new(policy(32, 5), cfg, 1.0, 8, 0, TrainerLog::disabled()).unwrap()
     };
     let data = sft_set();
     let batches: Vec<&[SftExample]> = data.chunks(2).cycle().take(6).collect();

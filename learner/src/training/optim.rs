@@ -98,15 +98,15 @@ impl AdamW {
         let dev = self.slots.first().map(|s| s.m.device().clone()).unwrap_or(candle_core::Device::Cpu);
         map.insert(STEP_KEY.into(), Tensor::new(&[self.step as i64], &dev)?);
         candle_core::safetensors::save(&map, path)
-            .map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))
+            .map_err(|source| TrainError::Tensors { path: path.to_path_buf(), source })
     }
 
     /// Restores state written by [`AdamW::save`]; every parameter must be present with its shape.
     pub fn load(&mut self, path: &Path) -> Result<(), TrainError> {
         let dev = self.slots.first().map(|s| s.m.device().clone()).unwrap_or(candle_core::Device::Cpu);
         let mut map = candle_core::safetensors::load(path, &dev)
-            .map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))?;
-        let bad = |what: String| TrainError::Checkpoint(format!("{}: {what}", path.display()));
+            .map_err(|source| TrainError::Tensors { path: path.to_path_buf(), source })?;
+        let bad = |what: String| TrainError::checkpoint(path, what);
         let step = map.remove(STEP_KEY).ok_or_else(|| bad(format!("missing tensor {STEP_KEY}")))?;
         let step = step.to_vec1::<i64>()?.first().copied().ok_or_else(|| bad("empty step".into()))?;
         for s in &mut self.slots {

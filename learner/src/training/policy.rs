@@ -29,16 +29,12 @@ pub fn assign_by_name(
     source: &Path,
 ) -> Result<(), TrainError> {
     for (name, var) in vars {
-        let t = loaded.remove(name).ok_or_else(|| {
-            TrainError::Checkpoint(format!("{}: missing tensor {name}", source.display()))
-        })?;
+        let t = loaded.remove(name).ok_or_else(|| TrainError::checkpoint(source, format!("missing tensor {name}")))?;
         if t.dims() != var.dims() {
-            return Err(TrainError::Checkpoint(format!(
-                "{}: tensor {name} has shape {:?}, expected {:?}",
-                source.display(),
-                t.dims(),
-                var.dims()
-            )));
+            return Err(TrainError::checkpoint(
+                source,
+                format!("tensor {name} has shape {:?}, expected {:?}", t.dims(), var.dims()),
+            ));
         }
         var.set(&t.to_dtype(var.dtype())?)?;
     }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use asrl_common::cli::{ModelArgs, SamplingArgs};
-use asrl_common::generate::{generate_group_until, validate_params, FinishReason};
+use asrl_common::sample::{sample_group_until, FinishReason};
 use asrl_common::tokenizer::ChatMessage;
 
 #[derive(clap::Args, Debug)]
@@ -32,7 +32,7 @@ pub struct GenerateArgs {
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let params = args.sampling.params();
-    validate_params(&params)?;
+    params.validate()?;
     let loaded = args.model.load_merged()?;
     let text = if args.raw {
         args.prompt.clone()
@@ -46,7 +46,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     }
     let start = Instant::now();
     let stop: &[u32] = if args.ignore_eos { &[] } else { loaded.tokenizer.eos_token_ids() };
-    let group = generate_group_until(&loaded.model, None, &loaded.tokenizer, &prompt_ids, &params, stop)?;
+    let group = sample_group_until(&loaded.model, None, &loaded.tokenizer, &prompt_ids, &params, stop)?;
     let secs = start.elapsed().as_secs_f64();
     let produced: usize = group.iter().map(|c| c.tokens.len()).sum();
     eprintln!(

@@ -8,7 +8,7 @@ use asrl_common::cli::ModelArgs;
 use asrl_common::config::{
     AsrlConfig, ConfigError, GrpcClientConfig, GrpcServerConfig, RewardConfig, WeightDtype, DEFAULT_MAX_MESSAGE_BYTES,
 };
-use asrl_common::rollout::RewardFn;
+use asrl_common::rollout::GroupScorer;
 use clap::Args;
 
 use crate::engine::RolloutEngine;
@@ -136,7 +136,7 @@ pub async fn run<E: RolloutEngine>(
     args: &RunArgs,
     resolved: &Resolved,
     engine: E,
-    reward: Arc<dyn RewardFn>,
+    reward: Arc<dyn GroupScorer>,
 ) -> anyhow::Result<()> {
     let opts = args.worker_options(resolved);
     let status = WorkerStatusHandle::new(&opts.name, &opts.device, &opts.client.url);

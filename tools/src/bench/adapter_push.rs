@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use asrl_common::config::{GrpcClientConfig, GrpcServerConfig, LeaseConfig};
+use asrl_common::rollout::AdapterVersion;
 use asrl_common::transport::{self, fetch_adapter_into, recycle_buffer};
 use asrl_learner::service::{new_learner, serve_learner, ServiceError, ServiceOptions};
 use asrl_proto::v1::RegisterRequest;
@@ -130,8 +131,8 @@ pub async fn run_adapter_push(payload: Vec<u8>, params: usize, iterations: usize
     let (service, handle, _experiences) =
         new_learner(ServiceOptions { leases: LeaseConfig::default(), vocab_size: 151_936 }, None);
     let payload_bytes = payload.len();
-    let expected = transport::AdapterPayload::new(1, payload.clone());
-    handle.publish_adapter(1, payload)?;
+    let expected = transport::AdapterPayload::new(AdapterVersion::INITIAL, payload.clone());
+    handle.publish_adapter(AdapterVersion::INITIAL, payload)?;
     let server_cfg = GrpcServerConfig { bind: ([127, 0, 0, 1], 0).into(), ..Default::default() };
     let server = serve_learner(&server_cfg, service).await?;
     let client_cfg = GrpcClientConfig { url: format!("http://{}", server.local_addr()), ..Default::default() };
@@ -148,7 +149,7 @@ pub async fn run_adapter_push(payload: Vec<u8>, params: usize, iterations: usize
     let mut buf = Vec::new();
     for _ in 0..iterations {
         let t0 = Instant::now();
-        let got = fetch_adapter_into(&mut client, worker_id, 1, Duration::from_secs(60), buf).await?;
+        let got = fetch_adapter_into(&mut client, worker_id, AdapterVersion::INITIAL, Duration::from_secs(60), buf).await?;
         times.push(t0.elapsed());
         if got.checksum != expected.checksum || got.bytes != expected.bytes {
             return Err(BenchError::Mismatch);

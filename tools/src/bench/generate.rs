@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Context;
 use asrl_common::cli::{ModelArgs, SamplingArgs};
 use asrl_common::config::SamplingParams;
-use asrl_common::generate::generate_group_until;
+use asrl_common::sample::sample_group_until;
 use asrl_common::tokenizer::ChatMessage;
 
 #[derive(clap::Args, Debug)]
@@ -41,13 +41,13 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     let params = |seed, max_new_tokens| SamplingParams { seed, max_new_tokens, ..sampling.clone() };
     // No stop ids: every sample runs to the length limit.
     let warm_up = params(sampling.seed, 8.min(sampling.max_new_tokens));
-    generate_group_until(&loaded.model, None, tokenizer, &prompt_ids, &warm_up, &[])?;
+    sample_group_until(&loaded.model, None, tokenizer, &prompt_ids, &warm_up, &[])?;
 
     let mut total_tokens = 0usize;
     let t = Instant::now();
     for r in 0..args.repeats {
         let p = params(sampling.seed + 1 + r as u64, sampling.max_new_tokens);
-        let out = generate_group_until(&loaded.model, None, tokenizer, &prompt_ids, &p, &[])?;
+        let out = sample_group_until(&loaded.model, None, tokenizer, &prompt_ids, &p, &[])?;
         total_tokens += out.iter().map(|c| c.tokens.len()).sum::<usize>();
     }
     let secs = t.elapsed().as_secs_f64();

@@ -8,7 +8,8 @@ use anyhow::{bail, Context};
 use asrl_common::cli::ModelArgs;
 use asrl_common::config::{LoraConfig, TrainConfig};
 use asrl_common::model::{load, LoraAdapter, Model};
-use asrl_learner::training::{LoraPolicy, MetricsSink, Phase, Policy, SftExample, Trainer};
+use asrl_common::phase::Phase;
+use asrl_learner::training::{LoraPolicy, Policy, SftExample, Trainer, TrainerLog};
 use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -54,7 +55,7 @@ pub fn run(args: SftArgs) -> anyhow::Result<()> {
     let mut tc = TrainConfig::default();
     tc.sft.grad_accum_steps = 1;
     tc.sft.max_seq_len = args.seq;
-    let mut trainer = Trainer::new(policy, tc, 1.0, 1, 0, MetricsSink::disabled())?;
+    let mut trainer = Trainer::new(policy, tc, 1.0, 1, 0, TrainerLog::disabled())?;
     trainer.begin_phase(0, Phase::Sft, 0)?;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let tokens: Vec<u32> = (0..args.seq).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect();
@@ -67,7 +68,7 @@ pub fn run(args: SftArgs) -> anyhow::Result<()> {
         let m = trainer
             .sft_micro_step(std::slice::from_ref(&example))?
             .context("grad_accum_steps = 1 steps on every micro-batch")?;
-        if !m.applied {
+        if !m.core.applied {
             bail!("a benchmark step was skipped (non-finite loss)");
         }
     }

@@ -1,4 +1,5 @@
-//! KV-cached group sampling: one prefill of the prompt shared by `n` samples decoded as a batch.
+//! KV-cached group sampling: one prefill of the prompt shared by `n` samples decoded as a batch,
+//! and the [`Completion`] it returns (the one completion type from sampler to trainer).
 
 use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng};
@@ -8,6 +9,7 @@ use crate::config::SamplingParams;
 use crate::model::{LoraAdapter, Model, ModelError};
 use crate::tokenizer::Tokenizer;
 
+/// Why sampling of one completion stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReason {
     /// Sampled one of the tokenizer's eos ids (kept as the last token).
@@ -16,45 +18,36 @@ pub enum FinishReason {
     Length,
 }
 
+/// One sampled completion: what the worker's sampler returns, what is scored and submitted, and
+/// (inside a [`crate::rollout::ScoredCompletion`]) what the trainer's GRPO step reads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
     /// Sampled tokens, including the final eos token when `finish == Eos`.
     pub tokens: Vec<u32>,
-    /// Log-prob of each sampled token under softmax(logits / T) (T = 1 when greedy), before top-p.
+    /// Behaviour log-prob of each sampled token under softmax(logits / T) (T = 1 when greedy),
+    /// before top-p truncation: what the learner's PPO ratio divides by. Same length as `tokens`.
     pub logprobs: Vec<f32>,
-    /// `tokens` decoded with special tokens skipped.
+    /// `tokens` decoded with special tokens skipped. Empty on the learner side: the wire carries
+    /// token ids only, and the learner decodes what it needs itself.
     pub text: String,
     pub finish: FinishReason,
 }
 
-pub fn validate_params(params: &SamplingParams) -> Result<(), ModelError> {
-    if params.n == 0 {
-        return Err(ModelError::Input("sampling n must be >= 1".into()));
-    }
-    if !(params.temperature.is_finite() && params.temperature >= 0.0) {
-        return Err(ModelError::Input(format!("temperature must be >= 0, got {}", params.temperature)));
-    }
-    if !(params.top_p > 0.0 && params.top_p <= 1.0) {
-        return Err(ModelError::Input(format!("top_p must be in (0, 1], got {}", params.top_p)));
-    }
-    Ok(())
-}
-
 /// One prefill of `prompt_ids`, then `params.n` samples decoded together from copies of its
 /// cache; finished rows leave the batch. Deterministic for a given `params.seed`.
-pub fn generate_group(
+pub fn sample_group(
     model: &Model,
     adapter: Option<&LoraAdapter>,
     tokenizer: &Tokenizer,
     prompt_ids: &[u32],
     params: &SamplingParams,
 ) -> Result<Vec<Completion>, ModelError> {
-    generate_group_until(model, adapter, tokenizer, prompt_ids, params, tokenizer.eos_token_ids())
+    sample_group_until(model, adapter, tokenizer, prompt_ids, params, tokenizer.eos_token_ids())
 }
 
-/// [`generate_group`] stopping on `stop_ids` instead of the tokenizer's eos ids (an empty
+/// [`sample_group`] stopping on `stop_ids` instead of the tokenizer's eos ids (an empty
 /// slice always generates `max_new_tokens`, e.g. for benchmarks).
-pub fn generate_group_until(
+pub fn sample_group_until(
     model: &Model,
     adapter: Option<&LoraAdapter>,
     tokenizer: &Tokenizer,
@@ -62,7 +55,7 @@ pub fn generate_group_until(
     params: &SamplingParams,
     stop_ids: &[u32],
 ) -> Result<Vec<Completion>, ModelError> {
-    validate_params(params)?;
+    params.validate().map_err(|e| ModelError::Input(e.to_string()))?;
     if prompt_ids.is_empty() {
         return Err(ModelError::Input("the prompt has no tokens".into()));
     }

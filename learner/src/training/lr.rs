@@ -1,24 +1,7 @@
 //! The paper's learning-rate schedule: constant during SFT, linear decay during GRPO, both reset
-//! at the start of every epoch.
+//! at the start of every phase.
 
-use serde::{Deserialize, Serialize};
-
-/// The two alternating phases of an ASRL epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    Sft,
-    Grpo,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Sft => "sft",
-            Phase::Grpo => "grpo",
-        }
-    }
-}
+use asrl_common::phase::Phase;
 
 #[derive(Debug, Clone, Copy)]
 pub struct LrSchedule {

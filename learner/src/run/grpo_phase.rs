@@ -1,0 +1,97 @@
+//! The GRPO phase driver: prompts leased to the workers, a trainer step every
+//! `grpo.groups_per_step` groups as they arrive, each new adapter published.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use asrl_common::data::{Example, Snapshot};
+use asrl_common::phase::Phase;
+use asrl_common::rollout::{ExampleKind, PromptWork, RolloutGroup};
+use rand::seq::SliceRandom;
+
+use super::{EpochLoop, RunError};
+use crate::service::Activity;
+use crate::training::{GrpoStepMetrics, PhaseMetrics};
+
+impl EpochLoop {
+    /// GRPO on `questions` training prompts: lease them to the workers, step every
+    /// `groups_per_step` groups as they arrive, publish each new adapter.
+    pub(super) fn grpo_phase(&mut self, epoch: usize, snapshot: &Snapshot, questions: usize) -> Result<PhaseMetrics, RunError> {
+        let mut order: Vec<usize> = (0..snapshot.train.len()).collect();
+        order.shuffle(self.trainer.rng_mut());
+        order.truncate(questions);
+        let per_step = self.cfg.grpo.groups_per_step.max(1);
+        self.trainer.begin_phase(epoch as u64, Phase::Grpo, questions.div_ceil(per_step) as u64)?;
+        let chosen: Vec<&Example> = order.iter().map(|&i| &snapshot.train[i]).collect();
+        let prompts = self.prompt_work(&format!("e{epoch}-q"), &chosen)?;
+        let started = Instant::now();
+        let mut wait = self.rollouts.start(prompts, self.cfg.sampling.clone())?;
+        self.set_progress(epoch, Activity::Training(Phase::Grpo), BTreeMap::new());
+        tracing::info!(epoch, questions, group_size = self.cfg.sampling.n, "GRPO phase: questions leased to the workers");
+        let mut pending: Vec<RolloutGroup> = Vec::new();
+        while let Some(group) = self.rollouts.next(&mut wait)? {
+            pending.push(group);
+            if pending.len() >= per_step || wait.remaining() == 0 {
+                let groups = std::mem::take(&mut pending);
+                for m in self.trainer.grpo_step(&groups)? {
+                    self.after_grpo_step(epoch, &m)?;
+                }
+                self.publish()?;
+            }
+        }
+        let phase = self.trainer.end_phase()?;
+        tracing::info!(
+            epoch,
+            steps = phase.steps,
+            reward_mean = phase.reward_mean,
+            stale_dropped = phase.stale_dropped,
+            secs = started.elapsed().as_secs_f64(),
+            "GRPO phase done"
+        );
+        Ok(phase)
+    }
+
+    fn after_grpo_step(&mut self, epoch: usize, m: &GrpoStepMetrics) -> Result<(), RunError> {
+        if !m.core.applied {
+            // Nothing to learn from (every group's rewards equal) or a skipped non-finite step:
+            // trainer.jsonl has the details; metrics.jsonl keeps optimiser steps only.
+            tracing::info!(epoch, reward_mean = m.reward_mean, zero_std_groups = m.zero_std_group_fraction, "GRPO step skipped");
+            return Ok(());
+        }
+        tracing::info!(
+            epoch,
+            step = m.core.global_step,
+            loss = m.core.loss,
+            reward_mean = m.reward_mean,
+            zero_std_groups = m.zero_std_group_fraction,
+            "GRPO step"
+        );
+        self.write_grpo_step(m)?;
+        self.set_progress(epoch, Activity::Training(Phase::Grpo), BTreeMap::from([("reward_mean".into(), m.reward_mean)]));
+        Ok(())
+    }
+
+    /// Prompts for the workers; ids are `<prefix><index>`, unique within the phase.
+    pub(super) fn prompt_work(&self, prefix: &str, examples: &[&Example]) -> Result<Vec<PromptWork>, RunError> {
+        examples
+            .iter()
+            .enumerate()
+            .map(|(i, ex)| {
+                let enc = self.encoder.encode(ex).map_err(|source| RunError::tokenise(ex, source))?;
+                let prompt_text = self
+                    .encoder
+                    .tokenizer()
+                    .decode(&enc.prompt, false)
+                    .map_err(|source| RunError::Decode { what: format!("the prompt of {prefix}{i}"), source })?;
+                Ok(PromptWork {
+                    prompt_id: format!("{prefix}{i}"),
+                    prompt_tokens: enc.prompt.into(),
+                    prompt_text,
+                    ground_truth: ex.answer.clone(),
+                    kind: if ex.answer.trim().is_empty() { ExampleKind::Open } else { ExampleKind::Verifiable },
+                    example_type: ex.example_type.clone(),
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,264 @@
+//! The learner's training state machine: one adapter, its optimiser, the LR schedule, counters,
+//! metrics and checkpoints. The epoch loop feeds it SFT micro-batches and GRPO groups.
+//!
+//! - this module: the core (construction, phases, gradient accumulation, the optimiser step);
+//! - [`sft`]: SFT micro-steps and the validation loss;
+//! - [`grpo`]: the GRPO step, built from the stages in [`crate::training::grpo_stages`];
+//! - [`state`]: `trainer_state.json` and checkpoint save / load / resume.
+
+mod grpo;
+mod sft;
+mod state;
+
+use std::time::Instant;
+
+use candle_core::{DType, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use asrl_common::config::TrainConfig;
+use asrl_common::phase::Phase;
+use asrl_common::rollout::AdapterVersion;
+
+use super::lr::LrSchedule;
+use super::metrics::{PhaseMetrics, StepMetrics, TrainerLog};
+use super::optim::{clip_grad_norm, AdamW, AdamWParams};
+use super::policy::Policy;
+use super::TrainError;
+
+pub use sft::SftExample;
+pub use state::TrainerState;
+
+/// Gradients summed over micro-batches until the optimiser step.
+#[derive(Default)]
+struct Accumulator {
+    grads: Vec<Option<Tensor>>,
+    loss_sum: f64,
+    tokens: usize,
+    examples: usize,
+    micro_batches: usize,
+}
+
+impl Accumulator {
+    fn is_empty(&self) -> bool {
+        self.micro_batches == 0
+    }
+}
+
+#[derive(Default)]
+struct PhaseTotals {
+    metrics: PhaseMetrics,
+    loss_weighted: f64,
+    reward_sum: f64,
+    started: Option<Instant>,
+}
+
+impl PhaseTotals {
+    fn starting(epoch: u64) -> Self {
+        Self { metrics: PhaseMetrics { epoch, ..Default::default() }, started: Some(Instant::now()), ..Default::default() }
+    }
+}
+
+/// What one optimiser step did: the pre-clip gradient norm, the LR, and whether it was applied.
+struct StepOutcome {
+    grad_norm: f64,
+    lr: f64,
+    applied: bool,
+}
+
+pub struct Trainer<P: Policy> {
+    policy: P,
+    cfg: TrainConfig,
+    temperature: f64,
+    max_new_tokens: usize,
+    optim: AdamW,
+    schedule: LrSchedule,
+    state: TrainerState,
+    rng: ChaCha8Rng,
+    accum: Accumulator,
+    phase: PhaseTotals,
+    log: TrainerLog,
+}
+
+impl<P: Policy> Trainer<P> {
+    /// `temperature` / `max_new_tokens`: the rollout sampling settings (GRPO log-probs are taken
+    /// at that temperature; dr_grpo divides by max_new_tokens). `seed` seeds the trainer's RNG.
+    pub fn new(
+        policy: P,
+        cfg: TrainConfig,
+        temperature: f64,
+        max_new_tokens: usize,
+        seed: u64,
+        log: TrainerLog,
+    ) -> Result<Self, TrainError> {
+        let o = &cfg.optimiser;
+        let optim = AdamW::new(
+            policy.trainable(),
+            AdamWParams { beta1: o.beta1, beta2: o.beta2, eps: o.eps, weight_decay: o.weight_decay },
+        )?;
+        let schedule = LrSchedule { base_lr: o.lr, grpo_floor: o.grpo_lr_floor };
+        let rng = ChaCha8Rng::seed_from_u64(seed);
+        let state = TrainerState::new(rng.get_seed());
+        let temperature = if temperature > 0.0 { temperature } else { 1.0 };
+        Ok(Self {
+            policy,
+            cfg,
+            temperature,
+            max_new_tokens,
+            optim,
+            schedule,
+            state,
+            rng,
+            accum: Accumulator::default(),
+            phase: PhaseTotals::default(),
+            log,
+        })
+    }
+
+    pub fn policy(&self) -> &P {
+        &self.policy
+    }
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+    pub fn state(&self) -> &TrainerState {
+        &self.state
+    }
+    /// The adapter as it is now: [`AdapterVersion::INITIAL`] plus one per applied optimiser step.
+    pub fn adapter_version(&self) -> AdapterVersion {
+        self.state.adapter_version()
+    }
+    /// RNG for the caller's shuffling; its position is checkpointed.
+    pub fn rng_mut(&mut self) -> &mut ChaCha8Rng {
+        &mut self.rng
+    }
+    pub fn set_dataset_position(&mut self, pos: serde_json::Value) {
+        self.state.dataset_position = pos;
+    }
+    pub fn optimiser(&self) -> &AdamW {
+        &self.optim
+    }
+    pub fn log_mut(&mut self) -> &mut TrainerLog {
+        &mut self.log
+    }
+
+    /// Starts a phase of `epoch`; the LR schedule restarts. `planned_steps`: optimiser steps the
+    /// phase is expected to take (the GRPO decay horizon). Pending SFT gradients must be flushed.
+    pub fn begin_phase(&mut self, epoch: u64, phase: Phase, planned_steps: u64) -> Result<(), TrainError> {
+        if !self.accum.is_empty() {
+            return Err(TrainError::PendingAccumulation(self.accum.micro_batches));
+        }
+        self.state.epoch = epoch;
+        self.state.phase = phase;
+        self.state.phase_step = 0;
+        self.state.phase_planned_steps = planned_steps;
+        self.phase = PhaseTotals::starting(epoch);
+        Ok(())
+    }
+
+    /// Closes the phase (flushing a partial SFT accumulation) and emits its totals.
+    pub fn end_phase(&mut self) -> Result<PhaseMetrics, TrainError> {
+        if self.state.phase == Phase::Sft {
+            self.sft_flush()?;
+        }
+        let mut m = self.phase.metrics.clone();
+        m.loss_mean = if m.tokens > 0 { self.phase.loss_weighted / m.tokens as f64 } else { 0.0 };
+        m.reward_mean = if m.completions > 0 { self.phase.reward_sum / m.completions as f64 } else { 0.0 };
+        m.wall_seconds = self.phase.started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+        self.log.emit("phase", self.state.phase, &m)?;
+        Ok(m)
+    }
+
+    fn lr(&self) -> f64 {
+        self.schedule.lr(self.state.phase, self.state.phase_step, self.state.phase_planned_steps)
+    }
+
+    fn add_grads(&mut self, loss: &Tensor) -> Result<(), TrainError> {
+        let store = loss.backward()?;
+        let vars: Vec<_> = self.optim.vars().cloned().collect();
+        if self.accum.grads.len() != vars.len() {
+            self.accum.grads = vec![None; vars.len()];
+        }
+        for (slot, var) in self.accum.grads.iter_mut().zip(&vars) {
+            if let Some(g) = store.get(var.as_tensor()) {
+                let g = g.detach();
+                *slot = Some(match slot.take() {
+                    Some(acc) => (acc + g)?,
+                    None => g,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a non-finite step or micro-batch; errors once too many happen in a row.
+    fn note_nonfinite(&mut self, what: &str) -> Result<(), TrainError> {
+        self.state.consecutive_nonfinite += 1;
+        self.state.total_nonfinite += 1;
+        self.phase.metrics.skipped_nonfinite += 1;
+        tracing::warn!(
+            epoch = self.state.epoch,
+            phase = self.state.phase.as_str(),
+            consecutive = self.state.consecutive_nonfinite,
+            "non-finite {what}: skipped"
+        );
+        let limit = self.cfg.optimiser.max_consecutive_nonfinite.max(1) as u64;
+        if self.state.consecutive_nonfinite >= limit {
+            return Err(TrainError::NonFiniteRun { count: self.state.consecutive_nonfinite });
+        }
+        Ok(())
+    }
+
+    /// Normalises the accumulated gradients by `divisor`, clips, and steps the optimiser unless
+    /// anything is non-finite.
+    fn apply_step(&mut self, divisor: f64) -> Result<StepOutcome, TrainError> {
+        let lr = self.lr();
+        self.state.phase_step += 1;
+        let vars: Vec<_> = self.optim.vars().cloned().collect();
+        let mut grads = Vec::with_capacity(vars.len());
+        for (i, var) in vars.iter().enumerate() {
+            let g = match self.accum.grads.get_mut(i).and_then(Option::take) {
+                Some(g) => (g / divisor.max(1e-30))?,
+                // A parameter the loss did not reach (e.g. an empty batch) gets a zero gradient,
+                // as in torch where its .grad stays zero-filled.
+                None => var.as_tensor().zeros_like()?.to_dtype(DType::F32)?,
+            };
+            grads.push(g);
+        }
+        let grad_norm = clip_grad_norm(&mut grads, self.cfg.optimiser.max_grad_norm)?;
+        if !grad_norm.is_finite() {
+            self.note_nonfinite("gradient")?;
+            return Ok(StepOutcome { grad_norm, lr, applied: false });
+        }
+        self.optim.step(&grads, lr)?;
+        self.state.consecutive_nonfinite = 0;
+        self.state.global_step += 1;
+        self.phase.metrics.steps += 1;
+        Ok(StepOutcome { grad_norm, lr, applied: true })
+    }
+}
+
+impl StepOutcome {
+    /// The step's record, at the trainer's state right after it.
+    fn metrics<P: Policy>(&self, trainer: &Trainer<P>, loss: f64, tokens: usize) -> StepMetrics {
+        let s = &trainer.state;
+        StepMetrics {
+            epoch: s.epoch,
+            step: s.phase_step,
+            global_step: s.global_step,
+            loss,
+            tokens,
+            grad_norm: self.grad_norm,
+            lr: self.lr,
+            applied: self.applied,
+        }
+    }
+}
+
+/// Rejects ids outside the vocabulary with the example that holds them.
+pub(crate) fn check_token_ids(tokens: &[u32], vocab: usize, what: impl FnOnce() -> String) -> Result<(), TrainError> {
+    match tokens.iter().enumerate().find(|(_, &t)| t as usize >= vocab) {
+        Some((i, t)) => Err(TrainError::Input(format!("{}: token {i} is {t}, vocab size is {vocab}", what()))),
+        None => Ok(()),
+    }
+}
