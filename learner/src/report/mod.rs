@@ -5,6 +5,7 @@ pub mod metrics;
 pub mod plot;
 pub mod table;
 pub mod table1;
+pub mod tensorboard;
 
 use std::path::{Path, PathBuf};
 
