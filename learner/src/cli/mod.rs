@@ -3,6 +3,7 @@
 pub mod bench_sft;
 pub mod config;
 pub mod data;
+pub mod export;
 pub mod plot;
 pub mod report;
 pub mod score;
