@@ -10,7 +10,7 @@ use super::ExportError;
 use crate::tokenizer::Tokenizer;
 
 /// Pre-tokenizer split regexes llama.cpp knows by `tokenizer.ggml.pre` name. They must equal the
-/// reader's (`Tokenizer::from_gguf`), which the GGUF round-trip tests check by encoding digits.
+/// reader's (`Tokenizer::from_gguf`), which the GGUF round-trip tests check by re-encoding texts.
 const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
@@ -112,4 +112,9 @@ fn compact(v: &Value) -> String {
         Some((i, _)) => format!("{}...", &s[..i]),
         None => s,
     }
+}
+
+#[cfg(test)]
+pub(crate) fn pre_name_for_tests(pre: &Value) -> Option<&'static str> {
+    pre_name(pre)
 }
