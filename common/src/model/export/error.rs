@@ -29,7 +29,7 @@ pub enum ExportError {
     Tensor {
         name: String,
         #[source]
-        source: candle_core::Error,
+        source: Box<candle_core::Error>,
     },
     /// The tokenizer cannot be written in the requested format (e.g. not byte-level BPE for GGUF).
     #[error("tokenizer: {0}")]
@@ -39,12 +39,31 @@ pub enum ExportError {
     /// A bad option value (`--max-shard-size`, `--gguf`, ...).
     #[error("{0}")]
     Option(String),
+    // Boxed: the loader errors are large and would bloat every `Result` of the exporter.
     #[error(transparent)]
-    Model(#[from] ModelError),
+    Model(Box<ModelError>),
     #[error(transparent)]
-    TokenizerLoad(#[from] TokenizerError),
+    TokenizerLoad(Box<TokenizerError>),
     #[error(transparent)]
-    Gguf(#[from] GgufError),
+    Gguf(Box<GgufError>),
+}
+
+impl From<ModelError> for ExportError {
+    fn from(e: ModelError) -> Self {
+        Self::Model(Box::new(e))
+    }
+}
+
+impl From<TokenizerError> for ExportError {
+    fn from(e: TokenizerError) -> Self {
+        Self::TokenizerLoad(Box::new(e))
+    }
+}
+
+impl From<GgufError> for ExportError {
+    fn from(e: GgufError) -> Self {
+        Self::Gguf(Box::new(e))
+    }
 }
 
 impl ExportError {
@@ -53,6 +72,6 @@ impl ExportError {
     }
 
     pub(crate) fn tensor(name: &str) -> impl FnOnce(candle_core::Error) -> Self + '_ {
-        move |source| Self::Tensor { name: name.to_string(), source }
+        move |source| Self::Tensor { name: name.to_string(), source: Box::new(source) }
     }
 }

@@ -73,7 +73,7 @@ fn expected_type(dims: &[usize], ty: GgufType) -> GgmlDType {
     match ty {
         _ if dims.len() == 1 => GgmlDType::F32,
         GgufType::F32 => GgmlDType::F32,
-        GgufType::Q8_0 if dims[dims.len() - 1] % 32 == 0 => GgmlDType::Q8_0,
+        GgufType::Q8_0 if dims[dims.len() - 1].is_multiple_of(32) => GgmlDType::Q8_0,
         _ => GgmlDType::F16,
     }
 }
@@ -139,7 +139,7 @@ fn gguf_metadata_has_what_llama_cpp_reads() {
         assert!(matches!(md["tokenizer.ggml.token_type"].to_vec().unwrap()[0], gguf_file::Value::I32(_)));
         assert!(!md["tokenizer.ggml.merges"].to_vec().unwrap().is_empty());
         assert_eq!(md["tokenizer.ggml.eos_token_id"].to_u32().unwrap(), f.loaded.tokenizer.eos_token_ids()[0]);
-        assert_eq!(md["tokenizer.ggml.add_bos_token"].to_bool().unwrap(), false);
+        assert!(!md["tokenizer.ggml.add_bos_token"].to_bool().unwrap());
         assert_eq!(md.get("tokenizer.ggml.bos_token_id").map(|v| v.to_u32().unwrap()), f.loaded.tokenizer.bos_token_id());
         assert_eq!(md["tokenizer.ggml.padding_token_id"].to_u32().unwrap(), f.loaded.tokenizer.token_to_id("<|endoftext|>").unwrap());
         assert_eq!(
