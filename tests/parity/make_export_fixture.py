@@ -14,7 +14,7 @@ For each export below it runs the learner's `export` on the committed tiny fixtu
                             GGUF mapping ignores attention.key_length and assumes head_dim 128)
 
 How to run (needs torch, transformers>=5, accelerate, gguf; no network), from the repository root:
-  scripts/setup-peers.sh && .venv-peers/bin/pip install accelerate     # or any venv with them
+  scripts/setup-peers.sh                       # or any venv with torch, transformers, accelerate, gguf
   cargo build -p asrl-learner
   .venv-peers/bin/python tests/parity/make_export_fixture.py [--learner PATH] [--json-out PATH]
 """

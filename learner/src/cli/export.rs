@@ -132,7 +132,7 @@ fn print_report(out: &Path, tmp: &Path, report: &ExportReport, args: &ExportArgs
         Some(a) => format!("{} merged with {}", args.model.display(), a.display()),
         None => format!("{} (no adapter)", args.model.display()),
     };
-    println!("exported {what} to {} ({dtype:?} safetensors)", out.display());
+    println!("exported {what} to {} ({} safetensors)", out.display(), format!("{dtype:?}").to_lowercase());
     let mut total = 0;
     for f in &report.files {
         let shown = f.path.strip_prefix(tmp).map(|p| out.join(p)).unwrap_or_else(|_| f.path.clone());

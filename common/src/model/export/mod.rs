@@ -40,12 +40,6 @@ pub struct ExportOptions {
     pub name: String,
 }
 
-impl ExportOptions {
-    pub fn new(name: impl Into<String>) -> Self {
-        Self { dtype: DType::BF16, max_shard_size: DEFAULT_MAX_SHARD_SIZE, gguf: None, name: name.into() }
-    }
-}
-
 /// One file an export wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportedFile {

@@ -100,6 +100,15 @@ fn f16_and_q8_0_gguf_logprobs_are_within_tolerance() {
                 };
                 assert_eq!(info.ggml_dtype, want, "{arch:?} {ty:?}: {name}");
             }
+            let md = content(&path).metadata;
+            let (tokens, types) = (md["tokenizer.ggml.tokens"].to_vec().unwrap(), md["tokenizer.ggml.token_type"].to_vec().unwrap());
+            let vocab = r.merged.config().vocab_size;
+            assert_eq!(tokens.len(), vocab);
+            if arch == Arch::Qwen3 {
+                // Embedding rows past the tokenizer: unused padding tokens, as convert_hf_to_gguf writes them.
+                assert_eq!(tokens[vocab - 1].to_string().unwrap(), &format!("[PAD{}]", vocab - 1));
+                assert_eq!(types[vocab - 1].to_i32().unwrap(), 5);
+            }
             let back = load(&path, &Device::Cpu, DType::F32).unwrap();
             let worst = r.worst(&back.model);
             assert!(worst <= tol && worst > 0.0, "{arch:?} {ty:?}: max |diff| {worst} (tolerance {tol})");

@@ -148,7 +148,8 @@ fn realistic(arch: crate::model::Arch) -> Realistic {
     let tokenizer = Tokenizer::from_hf_dir(&dir).unwrap();
     let cfg = ModelConfig {
         arch,
-        vocab_size: tokenizer.vocab_size(),
+        // Qwen3 checkpoints have more embedding rows than tokens (151936 vs 151669): padded ids.
+        vocab_size: tokenizer.vocab_size() + if arch == Arch::Qwen3 { 7 } else { 0 },
         hidden_size: 64,
         intermediate_size: 128,
         num_hidden_layers: 2,
