@@ -22,6 +22,8 @@ enum Command {
     Config(cli::config::ConfigArgs),
     /// Per-token log-probabilities of a text under the model (and adapter).
     Score(cli::score::ScoreArgs),
+    /// Merge an adapter into its base and write an HF model dir (+ GGUF) to serve elsewhere.
+    Export(cli::export::ExportArgs),
     /// Inspect a dataset (demo data: `asrl-tools demo-data`).
     #[command(subcommand)]
     Data(cli::data::DataCommand),
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Train(args) => cli::train::run(args).map(|()| ExitCode::SUCCESS),
         Command::Config(args) => cli::config::run(args).map(|()| ExitCode::SUCCESS),
         Command::Score(args) => cli::score::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Export(args) => cli::export::run(args).map(|()| ExitCode::SUCCESS),
         Command::Data(command) => cli::data::run(command),
         Command::Plot(args) => cli::plot::run(args).map(|()| ExitCode::SUCCESS),
         Command::Report(args) => cli::report::run(args).map(|()| ExitCode::SUCCESS),

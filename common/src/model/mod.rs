@@ -5,10 +5,12 @@
 //! - `lora`: LoRA `Var`s; `peft`: PEFT adapter files / transport bytes.
 //! - `hf`: loading HF dirs (and dispatching `.gguf`); `gguf`: reading GGUF files as HF-named tensors.
 //! - `logprobs`: per-token log-probabilities.
+//! - `export`: writing a merged model as an HF dir (+ GGUF) that others can serve.
 
 mod cache;
 mod config;
 mod error;
+pub mod export;
 pub mod gguf;
 mod hf;
 mod kernels;

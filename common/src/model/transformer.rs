@@ -195,6 +195,31 @@ impl Model {
         self.dtype
     }
 
+    /// Every weight under its HF name, in [`expected_tensor_shapes`] order (no `lm_head.weight`
+    /// when the embeddings are tied): what an exporter writes.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![
+            ("model.embed_tokens.weight".to_string(), self.embed.clone()),
+            ("model.norm.weight".to_string(), self.norm.clone()),
+        ];
+        if !self.cfg.tie_word_embeddings {
+            out.push(("lm_head.weight".to_string(), self.lm_head.clone()));
+        }
+        for (i, layer) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            out.push((format!("{p}.input_layernorm.weight"), layer.input_norm.clone()));
+            out.push((format!("{p}.post_attention_layernorm.weight"), layer.post_norm.clone()));
+            if let (Some(q), Some(k)) = (&layer.q_norm, &layer.k_norm) {
+                out.push((format!("{p}.self_attn.q_norm.weight"), q.clone()));
+                out.push((format!("{p}.self_attn.k_norm.weight"), k.clone()));
+            }
+            for t in LoraTarget::ALL {
+                out.push((format!("{p}.{}.{}.weight", t.parent(), t.module_name()), layer.w(t).clone()));
+            }
+        }
+        out
+    }
+
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.cfg.num_hidden_layers, 0)
     }

@@ -33,6 +33,11 @@ impl ChatTemplate {
         Ok(Self { env: Arc::new(env) })
     }
 
+    /// The template's source text (what an exporter writes back).
+    pub(super) fn source(&self) -> Option<String> {
+        self.env.get_template(TEMPLATE_NAME).ok().map(|t| t.source().to_string())
+    }
+
     /// HF passes only the special tokens that are set.
     pub(super) fn render(
         &self,

@@ -230,6 +230,16 @@ impl Tokenizer {
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
     }
+
+    /// Source of the chat template, when the model has one (what an exporter writes back).
+    pub fn chat_template(&self) -> Option<String> {
+        self.template.as_ref()?.source()
+    }
+
+    /// Whether `encode(.., true)` prepends bos (HF `add_bos_token`, GGUF `tokenizer.ggml.add_bos_token`).
+    pub fn add_bos_token(&self) -> bool {
+        self.add_bos_token
+    }
 }
 
 /// The paper's `context` ("User: ...\nAssistant: ...\nUser: ...") as chat messages, by the

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod data;
+pub mod export;
 pub mod plot;
 pub mod report;
 pub mod score;
