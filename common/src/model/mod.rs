@@ -8,6 +8,7 @@
 
 mod cache;
 mod config;
+mod dropout;
 mod error;
 pub mod gguf;
 mod hf;

@@ -7,35 +7,101 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, D};
 
+use super::dropout::DropoutMasks;
 use super::{Arch, KvCache, LoraAdapter, ModelConfig, ModelError};
 use crate::config::LoraTarget;
 
+/// One decoder layer's frozen weights. The projections that share an input are stored stacked
+/// by rows (q|k|v and gate|up), the layout the fused LoRA linear op takes; single projections
+/// are row views of them ([`Layer::proj`]), never copies.
 #[derive(Clone)]
-struct Layer {
-    input_norm: Tensor,
-    post_norm: Tensor,
-    q_norm: Option<Tensor>,
-    k_norm: Option<Tensor>,
-    /// Projection weights (out, in), indexed like `LoraTarget::ALL`.
-    proj: [Tensor; 7],
+pub(super) struct Layer {
+    pub(super) input_norm: Tensor,
+    pub(super) post_norm: Tensor,
+    pub(super) q_norm: Option<Tensor>,
+    pub(super) k_norm: Option<Tensor>,
+    /// (q + 2·kv, hidden): q_proj rows, then k_proj, then v_proj.
+    pub(super) qkv: Tensor,
+    /// (hidden, q).
+    pub(super) o: Tensor,
+    /// (2·intermediate, hidden): gate_proj rows, then up_proj.
+    pub(super) gate_up: Tensor,
+    /// (hidden, intermediate).
+    pub(super) down: Tensor,
+}
+
+/// Where a projection's rows sit: (which stacked tensor, first row, rows).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Stack {
+    Qkv,
+    O,
+    GateUp,
+    Down,
+}
+
+/// The stacked tensor holding `t` and its row range there.
+pub(super) fn proj_rows(cfg: &ModelConfig, t: LoraTarget) -> (Stack, usize, usize) {
+    let q = cfg.num_attention_heads * cfg.head_dim;
+    let kv = cfg.num_key_value_heads * cfg.head_dim;
+    let i = cfg.intermediate_size;
+    match t {
+        LoraTarget::Q => (Stack::Qkv, 0, q),
+        LoraTarget::K => (Stack::Qkv, q, kv),
+        LoraTarget::V => (Stack::Qkv, q + kv, kv),
+        LoraTarget::O => (Stack::O, 0, cfg.hidden_size),
+        LoraTarget::Gate => (Stack::GateUp, 0, i),
+        LoraTarget::Up => (Stack::GateUp, i, i),
+        LoraTarget::Down => (Stack::Down, 0, cfg.hidden_size),
+    }
+}
+
+/// The projections stacked in each tensor, in row order.
+pub(super) fn stack_members(s: Stack) -> &'static [LoraTarget] {
+    match s {
+        Stack::Qkv => &[LoraTarget::Q, LoraTarget::K, LoraTarget::V],
+        Stack::O => &[LoraTarget::O],
+        Stack::GateUp => &[LoraTarget::Gate, LoraTarget::Up],
+        Stack::Down => &[LoraTarget::Down],
+    }
 }
 
 impl Layer {
-    fn w(&self, t: LoraTarget) -> &Tensor {
-        &self.proj[t as usize]
+    pub(super) fn stacked(&self, s: Stack) -> &Tensor {
+        match s {
+            Stack::Qkv => &self.qkv,
+            Stack::O => &self.o,
+            Stack::GateUp => &self.gate_up,
+            Stack::Down => &self.down,
+        }
+    }
+
+    fn stacked_mut(&mut self, s: Stack) -> &mut Tensor {
+        match s {
+            Stack::Qkv => &mut self.qkv,
+            Stack::O => &mut self.o,
+            Stack::GateUp => &mut self.gate_up,
+            Stack::Down => &mut self.down,
+        }
+    }
+
+    /// Projection `t`'s weight (out, in): a row view of its stacked tensor (no copy).
+    pub(super) fn proj(&self, cfg: &ModelConfig, t: LoraTarget) -> Result<Tensor, ModelError> {
+        let (s, start, rows) = proj_rows(cfg, t);
+        let w = self.stacked(s);
+        Ok(if start == 0 && rows == w.dim(0)? { w.clone() } else { w.narrow(0, start, rows)? })
     }
 }
 
 /// Frozen base weights. Cloning is cheap: tensors are reference-counted.
 #[derive(Clone)]
 pub struct Model {
-    cfg: ModelConfig,
-    device: Device,
-    dtype: DType,
-    embed: Tensor,
-    layers: Vec<Layer>,
-    norm: Tensor,
-    lm_head: Tensor,
+    pub(super) cfg: ModelConfig,
+    pub(super) device: Device,
+    pub(super) dtype: DType,
+    pub(super) embed: Tensor,
+    pub(super) layers: Vec<Layer>,
+    pub(super) norm: Tensor,
+    pub(super) lm_head: Tensor,
 }
 
 impl std::fmt::Debug for Model {
@@ -162,17 +228,24 @@ impl Model {
             } else {
                 (None, None)
             };
-            let mut proj = Vec::with_capacity(7);
-            for t in LoraTarget::ALL {
-                proj.push(take(format!("{p}.{}.{}.weight", t.parent(), t.module_name()))?);
-            }
-            let proj: [Tensor; 7] = proj.try_into().map_err(|_| ModelError::Input("projection count".into()))?;
+            // Stacked as loaded: each projection is dropped from the map once copied in.
+            let mut stack = |s: Stack| -> Result<Tensor, ModelError> {
+                let parts = stack_members(s)
+                    .iter()
+                    .map(|t| take(format!("{p}.{}.{}.weight", t.parent(), t.module_name())))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(if parts.len() == 1 { parts.into_iter().next().expect("one part") } else { Tensor::cat(&parts, 0)? })
+            };
+            let (qkv, o, gate_up, down) = (stack(Stack::Qkv)?, stack(Stack::O)?, stack(Stack::GateUp)?, stack(Stack::Down)?);
             layers.push(Layer {
                 input_norm: take(format!("{p}.input_layernorm.weight"))?,
                 post_norm: take(format!("{p}.post_attention_layernorm.weight"))?,
                 q_norm,
                 k_norm,
-                proj,
+                qkv,
+                o,
+                gate_up,
+                down,
             });
         }
         if !tensors.is_empty() {
@@ -232,15 +305,26 @@ impl Model {
         Ok(self.run(input_ids, Some(cache), adapter, Path::Infer, true)?.squeeze(1)?)
     }
 
-    /// W' = W + (alpha/r)·B·A for every adapted projection (computed in f32).
+    /// W' = W + (alpha/r)·B·A for every adapted projection (computed in f32), re-stacked.
     pub fn merge(&self, adapter: &LoraAdapter) -> Result<Model, ModelError> {
         adapter.check_fits(&self.cfg)?;
         let mut merged = self.clone();
         for (i, layer) in merged.layers.iter_mut().enumerate() {
-            for t in LoraTarget::ALL {
-                if let Some(d) = adapter.merged_delta(i, t)? {
-                    let w = &layer.proj[t as usize];
-                    layer.proj[t as usize] = (w.to_dtype(DType::F32)? + d)?.to_dtype(self.dtype)?;
+            for s in [Stack::Qkv, Stack::O, Stack::GateUp, Stack::Down] {
+                let mut parts = Vec::new();
+                let mut changed = false;
+                for &t in stack_members(s) {
+                    let w = layer.proj(&self.cfg, t)?;
+                    parts.push(match adapter.merged_delta(i, t)? {
+                        Some(d) => {
+                            changed = true;
+                            (w.to_dtype(DType::F32)? + d)?.to_dtype(self.dtype)?
+                        }
+                        None => w,
+                    });
+                }
+                if changed {
+                    *layer.stacked_mut(s) = if parts.len() == 1 { parts.remove(0) } else { Tensor::cat(&parts, 0)? };
                 }
             }
         }
@@ -312,17 +396,20 @@ impl Model {
             },
         };
         let mask = if t > 1 { Some(self.causal_mask(start, t)?) } else { None };
+        // One seed per forward; masks are keyed by (layer, projection, row, position).
+        let drop_masks = adapter.and_then(LoraAdapter::next_dropout);
+        let dropout = drop_masks.as_ref().map(|m| (m, t));
 
         let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?; // (b*t, hidden)
         for (i, layer) in self.layers.iter().enumerate() {
             let h = self.norm(&x, &layer.input_norm, path)?;
             let kv = cache.as_deref_mut().map(|c| (c, i));
-            let attn = self.attention(&h, layer, i, b, t, &rope, mask.as_ref(), kv, adapter, path)?;
+            let attn = self.attention(&h, layer, i, (b, t), &rope, mask.as_ref(), kv, (adapter, dropout), path)?;
             x = (x + attn)?;
             let h = self.norm(&x, &layer.post_norm, path)?;
-            let gate = self.linear(&h, layer, i, LoraTarget::Gate, adapter, path)?;
-            let up = self.linear(&h, layer, i, LoraTarget::Up, adapter, path)?;
-            let mlp = self.linear(&(gate.silu()? * up)?, layer, i, LoraTarget::Down, adapter, path)?;
+            let gate = self.linear(&h, layer, i, LoraTarget::Gate, (adapter, dropout), path)?;
+            let up = self.linear(&h, layer, i, LoraTarget::Up, (adapter, dropout), path)?;
+            let mlp = self.linear(&(gate.silu()? * up)?, layer, i, LoraTarget::Down, (adapter, dropout), path)?;
             x = (x + mlp)?;
         }
         if let Some(c) = cache {
@@ -352,18 +439,18 @@ impl Model {
         })
     }
 
-    /// `x Wᵀ` (+ the adapter's update) for `x` of shape (n, in).
+    /// `x Wᵀ` (+ the adapter's update, with this forward's dropout) for `x` of shape (n, in).
     fn linear(
         &self,
         x: &Tensor,
         layer: &Layer,
         i: usize,
         t: LoraTarget,
-        adapter: Option<&LoraAdapter>,
+        (adapter, dropout): (Option<&LoraAdapter>, Option<(&DropoutMasks, usize)>),
         path: Path,
     ) -> Result<Tensor, ModelError> {
-        let y = self.matmul_t(x, layer.w(t), path)?;
-        match adapter.map(|a| a.delta(i, t, x)).transpose()?.flatten() {
+        let y = self.matmul_t(x, &layer.proj(&self.cfg, t)?, path)?;
+        match adapter.map(|a| a.delta(i, t, x, dropout)).transpose()?.flatten() {
             Some(d) => Ok((y + d)?),
             None => Ok(y),
         }
@@ -394,19 +481,18 @@ impl Model {
         x: &Tensor,
         layer: &Layer,
         i: usize,
-        b: usize,
-        t: usize,
+        (b, t): (usize, usize),
         rope: &Rope,
         mask: Option<&Tensor>,
         cache: Option<(&mut KvCache, usize)>,
-        adapter: Option<&LoraAdapter>,
+        lora: (Option<&LoraAdapter>, Option<(&DropoutMasks, usize)>),
         path: Path,
     ) -> Result<Tensor, ModelError> {
         let (nh, nkv, hd) = (self.cfg.num_attention_heads, self.cfg.num_key_value_heads, self.cfg.head_dim);
         let g = nh / nkv;
-        let q = self.linear(x, layer, i, LoraTarget::Q, adapter, path)?.reshape((b, t, nh, hd))?;
-        let k = self.linear(x, layer, i, LoraTarget::K, adapter, path)?.reshape((b, t, nkv, hd))?;
-        let v = self.linear(x, layer, i, LoraTarget::V, adapter, path)?.reshape((b, t, nkv, hd))?;
+        let q = self.linear(x, layer, i, LoraTarget::Q, lora, path)?.reshape((b, t, nh, hd))?;
+        let k = self.linear(x, layer, i, LoraTarget::K, lora, path)?.reshape((b, t, nkv, hd))?;
+        let v = self.linear(x, layer, i, LoraTarget::V, lora, path)?.reshape((b, t, nkv, hd))?;
         let (q, k) = match (&layer.q_norm, &layer.k_norm) {
             (Some(qn), Some(kn)) => (self.norm(&q, qn, path)?, self.norm(&k, kn, path)?),
             _ => (q, k),
@@ -421,7 +507,7 @@ impl Model {
         let scale = 1.0 / (hd as f64).sqrt();
         if path == Path::Infer && t == 1 {
             if let Some(out) = super::kernels::decode_attention(&q.reshape((b, nh, hd))?, &k, &v, scale as f32)? {
-                return self.linear(&out, layer, i, LoraTarget::O, adapter, path);
+                return self.linear(&out, layer, i, LoraTarget::O, lora, path);
             }
         }
         let l = k.dim(2)?;
@@ -442,7 +528,7 @@ impl Model {
         };
         let out = probs.matmul(&v)?; // (b, nkv, g*t, hd)
         let out = out.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b * t, nh * hd))?;
-        self.linear(&out, layer, i, LoraTarget::O, adapter, path)
+        self.linear(&out, layer, i, LoraTarget::O, lora, path)
     }
 }
 
