@@ -5,6 +5,8 @@
 //! - `lora`: LoRA `Var`s; `peft`: PEFT adapter files / transport bytes.
 //! - `hf`: loading HF dirs (and dispatching `.gguf`); `gguf`: reading GGUF files as HF-named tensors.
 //! - `logprobs`: per-token log-probabilities.
+//! - `train`: the training engine (fused ops, hand-driven backward, activation checkpointing).
+//! - `dropout`: seeded LoRA dropout masks shared by both training paths.
 
 mod cache;
 mod config;
@@ -17,6 +19,7 @@ mod logprobs;
 mod lora;
 mod peft;
 mod random;
+mod train;
 mod transformer;
 
 pub use cache::KvCache;
@@ -27,6 +30,7 @@ pub use logprobs::token_logprobs;
 pub use lora::{peft_key, LoraAdapter};
 pub use peft::{lora_config_from_peft, peft_config_json, ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 pub use random::random_tensors;
+pub use train::{Checkpointing, LayerBytes, LoraGrads, ScoringBatch, Tape, TrainOptions};
 pub use transformer::{expected_tensor_shapes, Model};
 
 #[cfg(test)]

@@ -348,8 +348,14 @@ impl Model {
         Ok((b, t))
     }
 
-    /// cos / sin tables (t, head_dim/2) for positions `start..start+t`, computed in f32 as HF does.
+    /// cos / sin tables (t, head_dim/2) for positions `start..start+t` in the model dtype.
     fn rope_tables(&self, start: usize, t: usize) -> Result<(Tensor, Tensor), ModelError> {
+        let (cos, sin) = self.rope_tables_f32(start, t)?;
+        Ok((cos.to_dtype(self.dtype)?, sin.to_dtype(self.dtype)?))
+    }
+
+    /// The same tables in f32, computed as HF does.
+    pub(super) fn rope_tables_f32(&self, start: usize, t: usize) -> Result<(Tensor, Tensor), ModelError> {
         let half = self.cfg.head_dim / 2;
         let inv_freq: Vec<f32> = (0..half)
             .map(|i| 1.0 / (self.cfg.rope_theta as f32).powf((2 * i) as f32 / self.cfg.head_dim as f32))
@@ -363,9 +369,7 @@ impl Model {
                 sin.push(angle.sin());
             }
         }
-        let cos = Tensor::from_vec(cos, (t, half), &self.device)?.to_dtype(self.dtype)?;
-        let sin = Tensor::from_vec(sin, (t, half), &self.device)?.to_dtype(self.dtype)?;
-        Ok((cos, sin))
+        Ok((Tensor::from_vec(cos, (t, half), &self.device)?, Tensor::from_vec(sin, (t, half), &self.device)?))
     }
 
     fn run(
