@@ -13,7 +13,7 @@
 //! one fused op.
 
 use asrl_ops::attention::{self, AttentionSaved};
-use asrl_ops::linear_logprob::{self, LogprobSaved};
+use asrl_ops::linear_logprob::{self, LogprobOptions, LogprobSaved};
 use asrl_ops::lora_linear::{self, LinearPart, LoraLinear, LoraLinearSaved};
 use asrl_ops::rms_norm::{self, RmsNormSaved};
 use asrl_ops::swiglu::{self, SwigluSaved};
@@ -124,8 +124,11 @@ pub(super) fn forward(plan: &Plan, i: usize, x: &Tensor, save: bool) -> Result<(
     let (b, t) = (plan.b, plan.t);
     let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
 
+    // Without `save`, each op's saved state is dropped at once: one op's alive, not a layer's.
     let (h, norm1) = rms_norm::forward(x, &layer.input_norm, eps)?;
+    let norm1 = save.then_some(norm1);
     let (qkv, qkv_saved) = proj_forward(plan, i, Stack::Qkv, &h)?;
+    let qkv_saved = save.then_some(qkv_saved);
     drop(h);
     let (q, k, v) = match qkv.as_slice() {
         [y] => (y.narrow(1, 0, nh * hd)?, y.narrow(1, nh * hd, nkv * hd)?, y.narrow(1, (nh + nkv) * hd, nkv * hd)?),
@@ -137,44 +140,52 @@ pub(super) fn forward(plan: &Plan, i: usize, x: &Tensor, save: bool) -> Result<(
     let k = k.contiguous()?.reshape((b, t, nkv, hd))?;
     let v = v.contiguous()?.reshape((b, t, nkv, hd))?;
     let (q, q_norm) = match &layer.q_norm {
-        Some(w) => rms_norm::forward(&q, w, eps).map(|(y, s)| (y, Some(s)))?,
+        Some(w) => rms_norm::forward(&q, w, eps).map(|(y, s)| (y, save.then_some(s)))?,
         None => (q, None),
     };
     let (k, k_norm) = match &layer.k_norm {
-        Some(w) => rms_norm::forward(&k, w, eps).map(|(y, s)| (y, Some(s)))?,
+        Some(w) => rms_norm::forward(&k, w, eps).map(|(y, s)| (y, save.then_some(s)))?,
         None => (k, None),
     };
     let (q, k) = (plan.rope.forward(&q)?, plan.rope.forward(&k)?);
     let scale = 1.0 / (hd as f64).sqrt();
     let (o, attn) = attention::forward(&q, &k, &v, scale, Some(&plan.lens))?;
+    let attn = save.then_some(attn);
     drop((q, k, v));
     let o = o.reshape((b * t, nh * hd))?;
     let (ao, o_saved) = proj_forward(plan, i, Stack::O, &o)?;
+    let o_saved = save.then_some(o_saved);
     drop(o);
     let x2 = (x + &ao[0])?;
     drop(ao);
 
     let (h2, norm2) = rms_norm::forward(&x2, &layer.post_norm, eps)?;
+    let norm2 = save.then_some(norm2);
     let (gu, gate_up) = proj_forward(plan, i, Stack::GateUp, &h2)?;
+    let gate_up = save.then_some(gate_up);
     drop(h2);
     let gu = if gu.len() == 1 { gu.into_iter().next().expect("one output") } else { Tensor::cat(&gu, 1)? };
     let (act, swiglu) = swiglu::forward(&gu)?;
+    let swiglu = save.then_some(swiglu);
     drop(gu);
     let (mlp, down) = proj_forward(plan, i, Stack::Down, &act)?;
+    let down = save.then_some(down);
     drop(act);
     let out = (&x2 + &mlp[0])?;
-    let saved = save.then_some(LayerSaved {
-        norm1,
-        qkv: qkv_saved,
-        q_norm,
-        k_norm,
-        attn,
-        o: o_saved,
-        norm2,
-        gate_up,
-        swiglu,
-        down,
-    });
+    let saved = (|| {
+        Some(LayerSaved {
+            norm1: norm1?,
+            qkv: qkv_saved?,
+            q_norm,
+            k_norm,
+            attn: attn?,
+            o: o_saved?,
+            norm2: norm2?,
+            gate_up: gate_up?,
+            swiglu: swiglu?,
+            down: down?,
+        })
+    })();
     Ok((out, saved))
 }
 
@@ -241,7 +252,9 @@ pub(super) fn head_forward(plan: &Plan, x: &Tensor, save: bool) -> Result<(Tenso
     let m = &plan.model;
     let h = x.index_select(&plan.forward_index, 0)?;
     let (h, norm) = rms_norm::forward(&h, &m.norm, m.cfg.rms_norm_eps)?;
-    let (lp, logprob) = linear_logprob::forward(&h, &m.lm_head, &plan.targets, plan.temperature)?;
+    // A forward that will be differentiated saves E_p[W]: no vocabulary product in the backward.
+    let opts = LogprobOptions { expectation: save, ..Default::default() };
+    let (lp, logprob) = linear_logprob::forward_with(&h, &m.lm_head, &plan.targets, plan.temperature, opts)?;
     Ok((lp, save.then_some(HeadSaved { norm, logprob })))
 }
 
