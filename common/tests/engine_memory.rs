@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo test --release -p asrl-common --test engine_memory -- --ignored --nocapture
-//! ASRL_ENGINE_SHAPE=qwen3-0.6b ASRL_ENGINE_SEQ=2000 ASRL_ENGINE_ROWS=1 ASRL_ENGINE_COMPOSITE=0 ...
+//! ASRL_ENGINE_SHAPE=qwen3-0.6b ASRL_ENGINE_SEQ=2000 ASRL_ENGINE_ROWS=1 ASRL_ENGINE_COMPOSITE=0 \
+//!     ASRL_ENGINE_CHECKPOINTING=on|off|both ASRL_ENGINE_REPEAT=1 cargo test --release ...
 //! ```
 //!
 //! Peak RSS per phase is VmHWM from /proc/self/status after resetting it (writing 5 to
@@ -122,10 +123,13 @@ fn engine_vs_composite_forward_backward() {
         "off" => vec![Checkpointing::Off],
         _ => vec![Checkpointing::Off, Checkpointing::On],
     };
+    let repeat = env("ASRL_ENGINE_REPEAT", "2") != "1";
     let mut engine_lp = None;
     for ckpt in modes {
         let (lp, _) = measure(&format!("engine fwd+bwd ({ckpt:?}), 1st"), || engine(ckpt));
-        measure(&format!("engine fwd+bwd ({ckpt:?}), 2nd"), || engine(ckpt));
+        if repeat {
+            measure(&format!("engine fwd+bwd ({ckpt:?}), 2nd"), || engine(ckpt));
+        }
         engine_lp = Some(lp);
     }
     measure("engine score_logprobs (no grad)", || model.score_logprobs(&batch, Some(&adapter), 1.0).unwrap());

@@ -42,7 +42,7 @@ impl DropoutMasks {
         width: usize,
         device: &Device,
     ) -> Result<Tensor, ModelError> {
-        if t == 0 || n % t != 0 || t >= 1 << POS_BITS {
+        if t == 0 || !n.is_multiple_of(t) || t >= 1 << POS_BITS {
             return Err(ModelError::Input(format!("dropout mask: {n} rows are not whole sequences of {t} positions")));
         }
         let mut base = ChaCha8Rng::seed_from_u64(self.seed);

@@ -81,7 +81,7 @@ impl Model {
             for i in 0..layers {
                 if i >= keep_from {
                     let (y, saved) = layer::forward(&plan, i, &x, true)?;
-                    tape.push(LayerTape::Saved(saved.expect("saving forward returns saved")));
+                    tape.push(LayerTape::Saved(Box::new(saved.expect("saving forward returns saved"))));
                     x = y;
                 } else {
                     let y = layer::forward(&plan, i, &x, false)?.0;

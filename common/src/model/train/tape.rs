@@ -8,7 +8,7 @@ use crate::model::ModelError;
 
 /// What one layer left for the backward.
 pub(super) enum LayerTape {
-    Saved(LayerSaved),
+    Saved(Box<LayerSaved>),
     /// Checkpointed: the layer input; the forward is replayed (saving) in the backward.
     Input(Tensor),
 }
@@ -62,7 +62,7 @@ impl Tape {
             while let Some(entry) = layers.pop() {
                 let i = layers.len();
                 let saved = match entry {
-                    LayerTape::Saved(s) => s,
+                    LayerTape::Saved(s) => *s,
                     LayerTape::Input(x) => layer::forward(&plan, i, &x, true)?.1.expect("saving forward returns saved"),
                 };
                 match layer::backward(&plan, i, saved, dx, i > 0, &mut grads)? {
