@@ -4,7 +4,8 @@
 //! ```text
 //! cargo test --release -p asrl-common --test engine_memory -- --ignored --nocapture
 //! ASRL_ENGINE_SHAPE=qwen3-0.6b ASRL_ENGINE_SEQ=2000 ASRL_ENGINE_ROWS=1 ASRL_ENGINE_COMPOSITE=0 \
-//!     ASRL_ENGINE_CHECKPOINTING=on|off|both ASRL_ENGINE_REPEAT=1 cargo test --release ...
+//!     ASRL_ENGINE_CHECKPOINTING=on|off|both ASRL_ENGINE_REPEAT=1 ASRL_ENGINE_SCORED=300 \
+//!     cargo test --release ...
 //! ```
 //!
 //! Peak RSS per phase is VmHWM from /proc/self/status after resetting it (writing 5 to
@@ -99,9 +100,12 @@ fn engine_vs_composite_forward_backward() {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let tokens: Vec<Vec<u32>> =
         (0..rows).map(|_| (0..seq).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect()).collect();
-    let labels: Vec<bool> = (0..seq).map(|j| j > 0).collect();
+    // GRPO-like batches score only each row's last ASRL_ENGINE_SCORED tokens (the completion).
+    let scored: usize = env("ASRL_ENGINE_SCORED", &seq.to_string()).parse().expect("ASRL_ENGINE_SCORED");
+    let labels: Vec<bool> = (0..seq).map(|j| j > 0 && j + scored >= seq).collect();
     let pairs: Vec<(&[u32], &[bool])> = tokens.iter().map(|t| (t.as_slice(), labels.as_slice())).collect();
     let batch = ScoringBatch::new(&pairs, &dev).unwrap();
+    println!("{} scored positions", batch.num_scored());
     let bytes = model.train_layer_bytes(&batch, Some(&adapter));
     println!(
         "estimate per layer: saved {:.0} MB, checkpointed {:.1} MB",
