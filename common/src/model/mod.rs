@@ -21,6 +21,7 @@ mod peft;
 mod random;
 mod train;
 mod transformer;
+mod weights;
 
 pub use cache::KvCache;
 pub use config::{Arch, ModelConfig};

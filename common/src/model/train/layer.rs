@@ -21,7 +21,7 @@ use candle_core::{Tensor, D};
 
 use super::plan::Plan;
 use crate::config::LoraTarget;
-use crate::model::transformer::{proj_rows, stack_members, Stack};
+use crate::model::weights::{proj_rows, stack_members, Stack};
 use crate::model::ModelError;
 
 /// What one stacked projection's backward reads: one fused call, or one call per part.
