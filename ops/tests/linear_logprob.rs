@@ -63,7 +63,11 @@ fn all_backends(m: usize, d: usize, vocab: usize, seed: u64) {
         for backend in [Backend::FusedCpu, Backend::Composite] {
             // Default chunking (one chunk here) and a tiny one that leaves a partial last chunk.
             for chunk_rows in [None, Some(3)] {
-                check(&x, temperature, LogprobOptions { backend: Some(backend), chunk_rows }, DType::F32, TOL, &want);
+                // With and without E_p[W] saved in the forward.
+                for expectation in [false, true] {
+                    let opts = LogprobOptions { backend: Some(backend), chunk_rows, expectation };
+                    check(&x, temperature, opts, DType::F32, TOL, &want);
+                }
             }
         }
     }
@@ -94,7 +98,7 @@ fn chunk_rows_follow_the_budget() {
 fn fused_and_composite_lse_agree() {
     let x = inputs(11, 40, 1200, 5);
     let lse = |backend| {
-        let opts = LogprobOptions { backend: Some(backend), chunk_rows: Some(4) };
+        let opts = LogprobOptions { backend: Some(backend), chunk_rows: Some(4), ..Default::default() };
         linear_logprob::forward_with(&x.h, &x.w, &x.targets, 0.7, opts).unwrap().1.lse().clone()
     };
     assert_close(&lse(Backend::FusedCpu), &lse(Backend::Composite), 1e-6, "lse");
@@ -113,8 +117,10 @@ fn half_precision_composite() {
         };
         let want = expected(&r, 0.7);
         let tol = if dtype == DType::BF16 { 3e-2 } else { 4e-3 };
-        let opts = LogprobOptions { backend: None, chunk_rows: Some(5) };
-        check(&r, 0.7, opts, dtype, tol, &want);
+        for expectation in [false, true] {
+            let opts = LogprobOptions { backend: None, chunk_rows: Some(5), expectation };
+            check(&r, 0.7, opts, dtype, tol, &want);
+        }
     }
 }
 
@@ -122,10 +128,12 @@ fn half_precision_composite() {
 fn empty_input() {
     let x = inputs(0, 8, 1000, 7);
     for backend in [Backend::FusedCpu, Backend::Composite] {
-        let opts = LogprobOptions { backend: Some(backend), chunk_rows: None };
-        let (lp, saved) = linear_logprob::forward_with(&x.h, &x.w, &x.targets, 1.0, opts).unwrap();
-        assert_eq!(lp.dims(), &[0]);
-        assert_eq!(linear_logprob::backward(&saved, &x.dlp).unwrap().dims(), &[0, 8]);
+        for expectation in [false, true] {
+            let opts = LogprobOptions { backend: Some(backend), chunk_rows: None, expectation };
+            let (lp, saved) = linear_logprob::forward_with(&x.h, &x.w, &x.targets, 1.0, opts).unwrap();
+            assert_eq!(lp.dims(), &[0]);
+            assert_eq!(linear_logprob::backward(&saved, &x.dlp).unwrap().dims(), &[0, 8]);
+        }
     }
 }
 

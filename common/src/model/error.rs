@@ -39,6 +39,9 @@ pub enum ModelError {
     Gguf(#[from] super::gguf::GgufError),
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),
+    /// A fused training op refused its inputs (the message names the op and the input).
+    #[error("training op: {0}")]
+    Op(#[from] asrl_ops::OpError),
 }
 
 impl ModelError {

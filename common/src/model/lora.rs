@@ -1,11 +1,13 @@
 //! Trainable LoRA adapters: f32 `Var` pairs (A, B) per adapted projection, PEFT-named.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::dropout::DropoutMasks;
 use super::{ModelConfig, ModelError};
 use crate::config::{LoraConfig, LoraTarget};
 
@@ -22,6 +24,15 @@ pub struct LoraAdapter {
     layers: Vec<BTreeMap<LoraTarget, LoraPair>>,
     /// Dropout on the LoRA input is applied only while training (and only if `dropout > 0`).
     training: bool,
+    /// Draws one seed per training forward; the masks derive from it ([`DropoutMasks`]).
+    dropout_rng: Mutex<ChaCha8Rng>,
+}
+
+/// The dropout seed stream of an adapter made with `seed` (stream 1: init draws use stream 0).
+fn dropout_stream(seed: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(1);
+    rng
 }
 
 impl std::fmt::Debug for LoraAdapter {
@@ -84,7 +95,7 @@ impl LoraAdapter {
             }
             layers.push(m);
         }
-        Ok(Self { cfg: cfg.clone(), layers, training: false })
+        Ok(Self { cfg: cfg.clone(), layers, training: false, dropout_rng: Mutex::new(dropout_stream(seed)) })
     }
 
     /// Builds an adapter from PEFT-named tensors (any float dtype; stored as f32 `Var`s).
@@ -129,7 +140,7 @@ impl LoraAdapter {
                 format!("unexpected tensor `{extra}` (not a LoRA matrix of this base model and config)"),
             ));
         }
-        Ok(Self { cfg: cfg.clone(), layers, training: false })
+        Ok(Self { cfg: cfg.clone(), layers, training: false, dropout_rng: Mutex::new(dropout_stream(0)) })
     }
 
     pub fn config(&self) -> &LoraConfig {
@@ -162,13 +173,47 @@ impl LoraAdapter {
         self.training
     }
 
+    /// Restarts the dropout seed stream: the forwards that follow draw the same masks as after
+    /// any other call with this `seed` (for reproducible or resumed training, and tests).
+    pub fn seed_dropout(&self, seed: u64) {
+        *self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner()) = dropout_stream(seed);
+    }
+
+    /// The masks of one forward pass when dropout is active (training and `dropout > 0`);
+    /// each call advances the seed stream.
+    pub(crate) fn next_dropout(&self) -> Option<DropoutMasks> {
+        if !(self.training && self.cfg.dropout > 0.0) {
+            return None;
+        }
+        let mut rng = self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner());
+        Some(DropoutMasks::draw(&mut rng, self.cfg.dropout))
+    }
+
+    /// Projection `target`'s (A, B) in layer `layer`, when adapted.
+    pub(crate) fn pair(&self, layer: usize, target: LoraTarget) -> Option<(&Var, &Var)> {
+        self.layers.get(layer).and_then(|l| l.get(&target)).map(|p| (&p.a, &p.b))
+    }
+
+    /// alpha / r.
+    pub(crate) fn scale(&self) -> f64 {
+        self.cfg.scale()
+    }
+
     /// `scale · (x Aᵀ) Bᵀ` for `x` of shape (n, in), or `None` when `target` is not adapted.
-    /// Computed in f32 whatever the base dtype, returned in `x`'s dtype.
-    pub(crate) fn delta(&self, layer: usize, target: LoraTarget, x: &Tensor) -> Result<Option<Tensor>, ModelError> {
+    /// Computed in f32 whatever the base dtype, returned in `x`'s dtype. `dropout`: this
+    /// forward's masks and the sequence length `x`'s rows are laid out in.
+    pub(crate) fn delta(
+        &self,
+        layer: usize,
+        target: LoraTarget,
+        x: &Tensor,
+        dropout: Option<(&DropoutMasks, usize)>,
+    ) -> Result<Option<Tensor>, ModelError> {
         let Some(p) = self.layers.get(layer).and_then(|l| l.get(&target)) else { return Ok(None) };
         let mut xf = x.to_dtype(DType::F32)?;
-        if self.training && self.cfg.dropout > 0.0 {
-            xf = candle_nn::ops::dropout(&xf, self.cfg.dropout as f32)?;
+        if let Some((masks, t)) = dropout {
+            let (n, width) = xf.dims2()?;
+            xf = (xf * masks.mask(layer, target, t, n, width, x.device())?)?;
         }
         let y = xf.matmul(&p.a.as_tensor().t()?)?.matmul(&p.b.as_tensor().t()?)?;
         Ok(Some((y * self.cfg.scale())?.to_dtype(x.dtype())?))

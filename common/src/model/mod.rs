@@ -6,9 +6,12 @@
 //! - `hf`: loading HF dirs (and dispatching `.gguf`); `gguf`: reading GGUF files as HF-named tensors.
 //! - `logprobs`: per-token log-probabilities.
 //! - `export`: writing a merged model as an HF dir (+ GGUF) that others can serve.
+//! - `train`: the training engine (fused ops, hand-driven backward, activation checkpointing).
+//! - `dropout`: seeded LoRA dropout masks shared by both training paths.
 
 mod cache;
 mod config;
+mod dropout;
 mod error;
 pub mod export;
 pub mod gguf;
@@ -18,7 +21,9 @@ mod logprobs;
 mod lora;
 mod peft;
 mod random;
+mod train;
 mod transformer;
+mod weights;
 
 pub use cache::KvCache;
 pub use config::{Arch, ModelConfig};
@@ -28,6 +33,7 @@ pub use logprobs::token_logprobs;
 pub use lora::{peft_key, LoraAdapter};
 pub use peft::{lora_config_from_peft, peft_config_json, ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 pub use random::random_tensors;
+pub use train::{Checkpointing, LayerBytes, LoraGrads, ScoringBatch, Tape, TrainOptions};
 pub use transformer::{expected_tensor_shapes, Model};
 
 #[cfg(test)]

@@ -7,35 +7,21 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, D};
 
+use super::dropout::DropoutMasks;
+use super::weights::{stack_members, Layer, Stack};
 use super::{Arch, KvCache, LoraAdapter, ModelConfig, ModelError};
 use crate::config::LoraTarget;
-
-#[derive(Clone)]
-struct Layer {
-    input_norm: Tensor,
-    post_norm: Tensor,
-    q_norm: Option<Tensor>,
-    k_norm: Option<Tensor>,
-    /// Projection weights (out, in), indexed like `LoraTarget::ALL`.
-    proj: [Tensor; 7],
-}
-
-impl Layer {
-    fn w(&self, t: LoraTarget) -> &Tensor {
-        &self.proj[t as usize]
-    }
-}
 
 /// Frozen base weights. Cloning is cheap: tensors are reference-counted.
 #[derive(Clone)]
 pub struct Model {
-    cfg: ModelConfig,
-    device: Device,
-    dtype: DType,
-    embed: Tensor,
-    layers: Vec<Layer>,
-    norm: Tensor,
-    lm_head: Tensor,
+    pub(super) cfg: ModelConfig,
+    pub(super) device: Device,
+    pub(super) dtype: DType,
+    pub(super) embed: Tensor,
+    pub(super) layers: Vec<Layer>,
+    pub(super) norm: Tensor,
+    pub(super) lm_head: Tensor,
 }
 
 impl std::fmt::Debug for Model {
@@ -162,17 +148,24 @@ impl Model {
             } else {
                 (None, None)
             };
-            let mut proj = Vec::with_capacity(7);
-            for t in LoraTarget::ALL {
-                proj.push(take(format!("{p}.{}.{}.weight", t.parent(), t.module_name()))?);
-            }
-            let proj: [Tensor; 7] = proj.try_into().map_err(|_| ModelError::Input("projection count".into()))?;
+            // Stacked as loaded: each projection is dropped from the map once copied in.
+            let mut stack = |s: Stack| -> Result<Tensor, ModelError> {
+                let parts = stack_members(s)
+                    .iter()
+                    .map(|t| take(format!("{p}.{}.{}.weight", t.parent(), t.module_name())))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(if parts.len() == 1 { parts.into_iter().next().expect("one part") } else { Tensor::cat(&parts, 0)? })
+            };
+            let (qkv, o, gate_up, down) = (stack(Stack::Qkv)?, stack(Stack::O)?, stack(Stack::GateUp)?, stack(Stack::Down)?);
             layers.push(Layer {
                 input_norm: take(format!("{p}.input_layernorm.weight"))?,
                 post_norm: take(format!("{p}.post_attention_layernorm.weight"))?,
                 q_norm,
                 k_norm,
-                proj,
+                qkv,
+                o,
+                gate_up,
+                down,
             });
         }
         if !tensors.is_empty() {
@@ -197,7 +190,7 @@ impl Model {
 
     /// Every weight under its HF name, in [`expected_tensor_shapes`] order (no `lm_head.weight`
     /// when the embeddings are tied): what an exporter writes.
-    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+    pub fn named_tensors(&self) -> Result<Vec<(String, Tensor)>, ModelError> {
         let mut out = vec![
             ("model.embed_tokens.weight".to_string(), self.embed.clone()),
             ("model.norm.weight".to_string(), self.norm.clone()),
@@ -214,10 +207,10 @@ impl Model {
                 out.push((format!("{p}.self_attn.k_norm.weight"), k.clone()));
             }
             for t in LoraTarget::ALL {
-                out.push((format!("{p}.{}.{}.weight", t.parent(), t.module_name()), layer.w(t).clone()));
+                out.push((format!("{p}.{}.{}.weight", t.parent(), t.module_name()), layer.proj(&self.cfg, t)?));
             }
         }
-        out
+        Ok(out)
     }
 
     pub fn new_cache(&self) -> KvCache {
@@ -257,15 +250,26 @@ impl Model {
         Ok(self.run(input_ids, Some(cache), adapter, Path::Infer, true)?.squeeze(1)?)
     }
 
-    /// W' = W + (alpha/r)·B·A for every adapted projection (computed in f32).
+    /// W' = W + (alpha/r)·B·A for every adapted projection (computed in f32), re-stacked.
     pub fn merge(&self, adapter: &LoraAdapter) -> Result<Model, ModelError> {
         adapter.check_fits(&self.cfg)?;
         let mut merged = self.clone();
         for (i, layer) in merged.layers.iter_mut().enumerate() {
-            for t in LoraTarget::ALL {
-                if let Some(d) = adapter.merged_delta(i, t)? {
-                    let w = &layer.proj[t as usize];
-                    layer.proj[t as usize] = (w.to_dtype(DType::F32)? + d)?.to_dtype(self.dtype)?;
+            for s in [Stack::Qkv, Stack::O, Stack::GateUp, Stack::Down] {
+                let mut parts = Vec::new();
+                let mut changed = false;
+                for &t in stack_members(s) {
+                    let w = layer.proj(&self.cfg, t)?;
+                    parts.push(match adapter.merged_delta(i, t)? {
+                        Some(d) => {
+                            changed = true;
+                            (w.to_dtype(DType::F32)? + d)?.to_dtype(self.dtype)?
+                        }
+                        None => w,
+                    });
+                }
+                if changed {
+                    *layer.stacked_mut(s) = if parts.len() == 1 { parts.remove(0) } else { Tensor::cat(&parts, 0)? };
                 }
             }
         }
@@ -289,8 +293,14 @@ impl Model {
         Ok((b, t))
     }
 
-    /// cos / sin tables (t, head_dim/2) for positions `start..start+t`, computed in f32 as HF does.
+    /// cos / sin tables (t, head_dim/2) for positions `start..start+t` in the model dtype.
     fn rope_tables(&self, start: usize, t: usize) -> Result<(Tensor, Tensor), ModelError> {
+        let (cos, sin) = self.rope_tables_f32(start, t)?;
+        Ok((cos.to_dtype(self.dtype)?, sin.to_dtype(self.dtype)?))
+    }
+
+    /// The same tables in f32, computed as HF does.
+    pub(super) fn rope_tables_f32(&self, start: usize, t: usize) -> Result<(Tensor, Tensor), ModelError> {
         let half = self.cfg.head_dim / 2;
         let inv_freq: Vec<f32> = (0..half)
             .map(|i| 1.0 / (self.cfg.rope_theta as f32).powf((2 * i) as f32 / self.cfg.head_dim as f32))
@@ -304,9 +314,7 @@ impl Model {
                 sin.push(angle.sin());
             }
         }
-        let cos = Tensor::from_vec(cos, (t, half), &self.device)?.to_dtype(self.dtype)?;
-        let sin = Tensor::from_vec(sin, (t, half), &self.device)?.to_dtype(self.dtype)?;
-        Ok((cos, sin))
+        Ok((Tensor::from_vec(cos, (t, half), &self.device)?, Tensor::from_vec(sin, (t, half), &self.device)?))
     }
 
     fn run(
@@ -337,17 +345,20 @@ impl Model {
             },
         };
         let mask = if t > 1 { Some(self.causal_mask(start, t)?) } else { None };
+        // One seed per forward; masks are keyed by (layer, projection, row, position).
+        let drop_masks = adapter.and_then(LoraAdapter::next_dropout);
+        let dropout = drop_masks.as_ref().map(|m| (m, t));
 
         let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?; // (b*t, hidden)
         for (i, layer) in self.layers.iter().enumerate() {
             let h = self.norm(&x, &layer.input_norm, path)?;
             let kv = cache.as_deref_mut().map(|c| (c, i));
-            let attn = self.attention(&h, layer, i, b, t, &rope, mask.as_ref(), kv, adapter, path)?;
+            let attn = self.attention(&h, layer, i, (b, t), &rope, mask.as_ref(), kv, (adapter, dropout), path)?;
             x = (x + attn)?;
             let h = self.norm(&x, &layer.post_norm, path)?;
-            let gate = self.linear(&h, layer, i, LoraTarget::Gate, adapter, path)?;
-            let up = self.linear(&h, layer, i, LoraTarget::Up, adapter, path)?;
-            let mlp = self.linear(&(gate.silu()? * up)?, layer, i, LoraTarget::Down, adapter, path)?;
+            let gate = self.linear(&h, layer, i, LoraTarget::Gate, (adapter, dropout), path)?;
+            let up = self.linear(&h, layer, i, LoraTarget::Up, (adapter, dropout), path)?;
+            let mlp = self.linear(&(gate.silu()? * up)?, layer, i, LoraTarget::Down, (adapter, dropout), path)?;
             x = (x + mlp)?;
         }
         if let Some(c) = cache {
@@ -377,18 +388,18 @@ impl Model {
         })
     }
 
-    /// `x Wᵀ` (+ the adapter's update) for `x` of shape (n, in).
+    /// `x Wᵀ` (+ the adapter's update, with this forward's dropout) for `x` of shape (n, in).
     fn linear(
         &self,
         x: &Tensor,
         layer: &Layer,
         i: usize,
         t: LoraTarget,
-        adapter: Option<&LoraAdapter>,
+        (adapter, dropout): (Option<&LoraAdapter>, Option<(&DropoutMasks, usize)>),
         path: Path,
     ) -> Result<Tensor, ModelError> {
-        let y = self.matmul_t(x, layer.w(t), path)?;
-        match adapter.map(|a| a.delta(i, t, x)).transpose()?.flatten() {
+        let y = self.matmul_t(x, &layer.proj(&self.cfg, t)?, path)?;
+        match adapter.map(|a| a.delta(i, t, x, dropout)).transpose()?.flatten() {
             Some(d) => Ok((y + d)?),
             None => Ok(y),
         }
@@ -419,19 +430,18 @@ impl Model {
         x: &Tensor,
         layer: &Layer,
         i: usize,
-        b: usize,
-        t: usize,
+        (b, t): (usize, usize),
         rope: &Rope,
         mask: Option<&Tensor>,
         cache: Option<(&mut KvCache, usize)>,
-        adapter: Option<&LoraAdapter>,
+        lora: (Option<&LoraAdapter>, Option<(&DropoutMasks, usize)>),
         path: Path,
     ) -> Result<Tensor, ModelError> {
         let (nh, nkv, hd) = (self.cfg.num_attention_heads, self.cfg.num_key_value_heads, self.cfg.head_dim);
         let g = nh / nkv;
-        let q = self.linear(x, layer, i, LoraTarget::Q, adapter, path)?.reshape((b, t, nh, hd))?;
-        let k = self.linear(x, layer, i, LoraTarget::K, adapter, path)?.reshape((b, t, nkv, hd))?;
-        let v = self.linear(x, layer, i, LoraTarget::V, adapter, path)?.reshape((b, t, nkv, hd))?;
+        let q = self.linear(x, layer, i, LoraTarget::Q, lora, path)?.reshape((b, t, nh, hd))?;
+        let k = self.linear(x, layer, i, LoraTarget::K, lora, path)?.reshape((b, t, nkv, hd))?;
+        let v = self.linear(x, layer, i, LoraTarget::V, lora, path)?.reshape((b, t, nkv, hd))?;
         let (q, k) = match (&layer.q_norm, &layer.k_norm) {
             (Some(qn), Some(kn)) => (self.norm(&q, qn, path)?, self.norm(&k, kn, path)?),
             _ => (q, k),
@@ -446,7 +456,7 @@ impl Model {
         let scale = 1.0 / (hd as f64).sqrt();
         if path == Path::Infer && t == 1 {
             if let Some(out) = super::kernels::decode_attention(&q.reshape((b, nh, hd))?, &k, &v, scale as f32)? {
-                return self.linear(&out, layer, i, LoraTarget::O, adapter, path);
+                return self.linear(&out, layer, i, LoraTarget::O, lora, path);
             }
         }
         let l = k.dim(2)?;
@@ -467,7 +477,7 @@ impl Model {
         };
         let out = probs.matmul(&v)?; // (b, nkv, g*t, hd)
         let out = out.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b * t, nh * hd))?;
-        self.linear(&out, layer, i, LoraTarget::O, adapter, path)
+        self.linear(&out, layer, i, LoraTarget::O, lora, path)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The fused CPU kernel: per chunk, one multithreaded gemm into a reused logits buffer, then
 //! a rayon pass over its rows (max, vectorised exp-sum; or softmax and the one-hot correction
-//! in the backward), then in the backward a second gemm for dh.
+//! in the backward), then in the backward a second gemm for dh. With the expectation saved,
+//! the forward's second gemm is p·W and the backward has none.
 
 use candle_core::Tensor;
 use rayon::prelude::*;
@@ -9,8 +10,15 @@ use super::{LogprobSaved, OP};
 use crate::cpu::{exp_affine_sum, matmul, max, CpuF32, Mat, MatMut};
 use crate::Result;
 
-/// lp (m) and lse (m), f32.
-pub(super) fn forward(h: &Tensor, w: &Tensor, targets: &Tensor, temperature: f32, chunk: usize) -> Result<(Tensor, Tensor)> {
+/// lp (m) and lse (m), f32; with `expectation`, also E_p[W] (m, d) f32.
+pub(super) fn forward(
+    h: &Tensor,
+    w: &Tensor,
+    targets: &Tensor,
+    temperature: f32,
+    chunk: usize,
+    expectation: bool,
+) -> Result<(Tensor, Tensor, Option<Tensor>)> {
     let (m, d) = h.dims2()?;
     let vocab = w.dim(0)?;
     let ys = targets.to_vec1::<u32>()?;
@@ -20,6 +28,7 @@ pub(super) fn forward(h: &Tensor, w: &Tensor, targets: &Tensor, temperature: f32
     let threads = rayon::current_num_threads();
     let mut logits = vec![0f32; chunk.min(m) * vocab];
     let (mut lp, mut lse) = (vec![0f32; m], vec![0f32; m]);
+    let mut e = if expectation { vec![0f32; m * d] } else { Vec::new() };
     for start in (0..m).step_by(chunk) {
         let rows = chunk.min(m - start);
         let hm = Mat::rows(&hv[start * d..], rows, d, d);
@@ -28,13 +37,24 @@ pub(super) fn forward(h: &Tensor, w: &Tensor, targets: &Tensor, temperature: f32
         logits[..rows * vocab].par_chunks_mut(vocab).zip(out).zip(&ys[start..start + rows]).for_each(|((z, (lp, lse)), &y)| {
             let picked = z[y as usize];
             let mx = max(z);
-            *lse = mx + exp_affine_sum(z, 1.0, mx).ln();
+            let sum = exp_affine_sum(z, 1.0, mx);
+            *lse = mx + sum.ln();
             *lp = picked - *lse;
+            if expectation {
+                // z now holds exp(z − max): normalised, the softmax p.
+                let inv = 1.0 / sum;
+                z.iter_mut().for_each(|p| *p *= inv);
+            }
         });
+        if expectation {
+            let pm = Mat::rows(&logits, rows, vocab, vocab);
+            matmul(MatMut::rows(&mut e[start * d..], rows, d, d), false, pm, Mat::rows(wv, vocab, d, d), 1.0, threads);
+        }
     }
     drop((hs, ws));
     let dev = h.device();
-    Ok((Tensor::from_vec(lp, m, dev)?, Tensor::from_vec(lse, m, dev)?))
+    let e = if expectation { Some(Tensor::from_vec(e, (m, d), dev)?) } else { None };
+    Ok((Tensor::from_vec(lp, m, dev)?, Tensor::from_vec(lse, m, dev)?, e))
 }
 
 /// dh (m, d) f32 from dlp (m) f32.

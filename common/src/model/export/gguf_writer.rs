@@ -114,7 +114,7 @@ pub(crate) fn write_gguf(
     let cfg = model.config();
     let mut fallbacks = Vec::new();
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
-    for (hf, t) in model.named_tensors() {
+    for (hf, t) in model.named_tensors()? {
         let gg = gguf_name(&hf).ok_or_else(|| ExportError::Unsupported(format!("tensor `{hf}` has no llama.cpp name")))?;
         let err = ExportError::tensor(&gg);
         let mut t = t.to_device(&Device::Cpu).and_then(|t| t.to_dtype(DType::F32)).map_err(err)?;

@@ -78,7 +78,7 @@ pub fn export_model(
         )));
     }
     let special = tokenizer_files::SpecialTokens::of(tokenizer, base);
-    let mut paths = weights::write_weights(out, &model.named_tensors(), opts.dtype, opts.max_shard_size)?;
+    let mut paths = weights::write_weights(out, &model.named_tensors()?, opts.dtype, opts.max_shard_size)?;
     let config_path = out.join("config.json");
     tokenizer_files::write_json(&config_path, &hf_config::config_json(cfg, opts.dtype, &special), true)?;
     paths.push(config_path);

@@ -11,6 +11,14 @@ fn matches_matmul() {
         let diff = (fast - slow).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(diff < 1e-3, "{n}x{k}x{out}: {diff}");
     }
+    // A row view of a stacked weight (k of q|k|v) is read in place at its offset.
+    let x = Tensor::randn(0f32, 1., (3, 40), &d).unwrap();
+    let stacked = Tensor::randn(0f32, 1., (90, 40), &d).unwrap();
+    let view = stacked.narrow(0, 50, 20).unwrap();
+    let fast = super::skinny_matmul_t(&x, &view).unwrap().unwrap();
+    let slow = x.matmul(&view.contiguous().unwrap().t().unwrap()).unwrap();
+    let diff = (fast - slow).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(diff < 1e-4, "row view: {diff}");
     let a: Vec<f32> = (0..21).map(|i| i as f32 * 0.5).collect();
     let b: Vec<f32> = (0..21).map(|i| 1.0 - i as f32 * 0.1).collect();
     let expected: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();

@@ -117,7 +117,7 @@ fn read_json(path: &Path) -> serde_json::Value {
 
 /// `model` with every tensor passed through `round` (what a lossy export should reload as).
 fn rounded(model: &Model, round: impl Fn(&str, &Tensor) -> Tensor) -> Model {
-    let tensors = model.named_tensors().into_iter().map(|(n, t)| {
+    let tensors = model.named_tensors().unwrap().into_iter().map(|(n, t)| {
         let r = round(&n, &t);
         (n, r)
     });
