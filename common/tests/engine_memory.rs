@@ -4,7 +4,7 @@
 //! ```text
 //! cargo test --release -p asrl-common --test engine_memory -- --ignored --nocapture
 //! ASRL_ENGINE_SHAPE=qwen3-0.6b ASRL_ENGINE_SEQ=2000 ASRL_ENGINE_ROWS=1 ASRL_ENGINE_COMPOSITE=0 \
-//!     ASRL_ENGINE_CHECKPOINTING=on|off|both ASRL_ENGINE_REPEAT=1 ASRL_ENGINE_SCORED=300 \
+//!     ASRL_ENGINE_CHECKPOINTING=on|off|both|none ASRL_ENGINE_REPEAT=1 ASRL_ENGINE_SCORED=300 \
 //!     cargo test --release ...
 //! ```
 //!
@@ -125,6 +125,7 @@ fn engine_vs_composite_forward_backward() {
     let modes: Vec<Checkpointing> = match env("ASRL_ENGINE_CHECKPOINTING", "both").as_str() {
         "on" => vec![Checkpointing::On],
         "off" => vec![Checkpointing::Off],
+        "none" => vec![],
         _ => vec![Checkpointing::Off, Checkpointing::On],
     };
     let repeat = env("ASRL_ENGINE_REPEAT", "2") != "1";
