@@ -4,6 +4,7 @@
 //! may set any subset of fields and a misspelt field is rejected by name.
 
 mod data;
+mod engine;
 mod eval;
 mod grpc;
 mod keys;
@@ -20,6 +21,7 @@ mod workers;
 mod train;
 
 pub use data::DataConfig;
+pub use engine::{ActivationCheckpointing, EngineConfig};
 pub use eval::EvalConfig;
 pub use grpc::{GrpcClientConfig, GrpcServerConfig, DEFAULT_MAX_MESSAGE_BYTES};
 pub use leases::LeaseConfig;

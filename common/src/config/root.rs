@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::{key_at, line_of, moved_to};
 use super::{
-    CheckpointConfig, DataConfig, EvalConfig, GrpoConfig, LeaseConfig, LearnerConfig, LoraConfig, ModelSection,
+    CheckpointConfig, DataConfig, EngineConfig, EvalConfig, GrpoConfig, LeaseConfig, LearnerConfig, LoraConfig, ModelSection,
     OptimiserConfig, RewardConfig, RunConfig, SamplingParams, ScheduleConfig, SftConfig, TrainConfig, WorkersConfig,
 };
 
@@ -57,6 +57,8 @@ pub struct AsrlConfig {
     pub optimizer: OptimiserConfig,
     pub checkpoint: CheckpointConfig,
     pub eval: EvalConfig,
+    /// Training engine: activation checkpointing and its memory budget.
+    pub engine: EngineConfig,
 }
 
 impl AsrlConfig {
@@ -129,6 +131,9 @@ impl AsrlConfig {
         }
         if let Err(e) = self.sampling.validate_for_rollout() {
             return bad(e.field.config_key(), e.message);
+        }
+        if self.engine.activation_budget_mib == 0 {
+            return bad("engine.activation_budget_mib", "must be at least 1 (use activation_checkpointing = \"on\" to keep no activations)".into());
         }
         if self.lora.r == 0 {
             return bad("lora.r", "must be at least 1".into());
@@ -222,7 +227,7 @@ mod tests {
     #[test]
     fn unknown_field_in_every_section_is_named_with_the_file() {
         for section in
-            ["model", "lora", "sampling", "schedule", "run", "learner", "workers", "leases", "data", "sft", "grpo", "optimizer", "checkpoint", "eval"]
+            ["model", "lora", "sampling", "schedule", "run", "learner", "workers", "leases", "data", "sft", "grpo", "optimizer", "checkpoint", "eval", "engine"]
         {
             let err = parse(&format!("[{section}]\nbogus_knob = 1\n")).unwrap_err();
             let msg = err.to_string();

@@ -119,14 +119,13 @@ pub fn with_signal<'s, 'a>(kept: &'s [Sample<'a>], beta: f64) -> Vec<&'s Sample<
     kept.iter().filter(|s| !s.completion.tokens.is_empty() && (beta != 0.0 || s.advantage != 0.0)).collect()
 }
 
-/// One micro-batch laid out for the forward pass: sequences `prompt ++ completion`, right-padded.
+/// The loss inputs of one micro-batch, laid out like the forward's `ScoringBatch` of the same
+/// rows (sequences `prompt ++ completion`, right-padded), one column narrower.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PackedBatch {
     pub rows: usize,
     /// Longest `prompt ++ completion`.
     pub seq: usize,
-    /// (rows, seq) token ids, 0-padded.
-    pub ids: Vec<u32>,
     /// (rows, seq - 1): 1 where logit position p predicts a completion token.
     pub mask: Vec<f32>,
     /// (rows, seq - 1): behaviour log-probs at the masked positions, 0 elsewhere.
@@ -140,21 +139,17 @@ pub struct PackedBatch {
 pub fn pack_micro_batch(chunk: &[&Sample<'_>]) -> PackedBatch {
     let seq = chunk.iter().map(|s| s.prompt.len() + s.completion.tokens.len()).max().unwrap_or(0);
     let (rows, t) = (chunk.len(), seq.saturating_sub(1));
-    let mut ids = vec![0u32; rows * seq];
     let mut mask = vec![0f32; rows * t];
     let mut behaviour = vec![0f32; rows * t];
     let mut advantages = Vec::with_capacity(rows);
     for (row, s) in chunk.iter().enumerate() {
         let (prompt, tokens) = (s.prompt, &s.completion.tokens);
-        let r = &mut ids[row * seq..(row + 1) * seq];
-        r[..prompt.len()].copy_from_slice(prompt);
-        r[prompt.len()..prompt.len() + tokens.len()].copy_from_slice(tokens);
         let start = row * t + prompt.len() - 1;
         mask[start..start + tokens.len()].fill(1.0);
         behaviour[start..start + tokens.len()].copy_from_slice(&s.completion.logprobs);
         advantages.push(s.advantage);
     }
-    PackedBatch { rows, seq, ids, mask, behaviour, advantages }
+    PackedBatch { rows, seq, mask, behaviour, advantages }
 }
 
 #[cfg(test)]
@@ -245,7 +240,13 @@ mod tests {
         let chunk: Vec<&Sample> = vec![&kept[0], &kept[2]];
         let b = pack_micro_batch(&chunk);
         assert_eq!((b.rows, b.seq), (2, 4));
-        assert_eq!(b.ids, vec![1, 2, 4, 5, 7, 8, 9, 3]);
+        // The engine's scoring batch of the same rows: same ids, and its mask (one column wider)
+        // scores exactly the positions the packed mask marks.
+        let rows: Vec<(&[u32], &[u32])> = chunk.iter().map(|s| (s.prompt, s.completion.tokens.as_slice())).collect();
+        let sb = asrl_common::model::ScoringBatch::completions(&rows, &candle_core::Device::Cpu).unwrap();
+        assert_eq!(sb.ids().flatten_all().unwrap().to_vec1::<u32>().unwrap(), vec![1, 2, 4, 5, 7, 8, 9, 3]);
+        let sb_mask = sb.mask().narrow(1, 0, b.seq - 1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(sb_mask, b.mask);
         // Row 0: prompt of 2, so positions 1 and 2 predict the completion; row 1: prompt of 1.
         assert_eq!(b.mask, vec![0.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
         assert_eq!(b.behaviour, vec![0.0, -0.5, -0.5, -0.5, -0.5, -0.5]);

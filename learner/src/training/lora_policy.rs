@@ -1,12 +1,14 @@
-//! The real policy: a frozen base [`Model`] plus the trainable [`LoraAdapter`].
+//! The real policy: a frozen base [`Model`] plus the trainable [`LoraAdapter`], scored by the
+//! fused training engine (`Model::train_forward` / `Model::score_logprobs`). `logits` keeps
+//! the autograd reference path (`Model::forward`) for tests and comparisons.
 
 use std::path::Path;
 
 use candle_core::{Device, Tensor, Var};
 
-use asrl_common::model::{LoraAdapter, Model};
+use asrl_common::model::{Checkpointing, LoraAdapter, Model, ScoringBatch, Tape, TrainOptions};
 
-use super::policy::{assign_by_name, Policy};
+use super::policy::{assign_by_name, Backward, Policy};
 use super::TrainError;
 
 pub struct LoraPolicy {
@@ -14,13 +16,21 @@ pub struct LoraPolicy {
     adapter: LoraAdapter,
     /// Written into `adapter_config.json` as `base_model_name_or_path`.
     base_name: String,
+    checkpointing: Checkpointing,
 }
 
 impl LoraPolicy {
-    /// Puts the adapter in training mode (LoRA dropout active when configured).
+    /// Puts the adapter in training mode (LoRA dropout active when configured). Activation
+    /// checkpointing is off until [`LoraPolicy::with_checkpointing`].
     pub fn new(model: Model, mut adapter: LoraAdapter, base_name: impl Into<String>) -> Self {
         adapter.set_training(true);
-        Self { model, adapter, base_name: base_name.into() }
+        Self { model, adapter, base_name: base_name.into(), checkpointing: Checkpointing::Off }
+    }
+
+    /// Which layers of a training forward keep their activations (`[engine]` in the config).
+    pub fn with_checkpointing(mut self, checkpointing: Checkpointing) -> Self {
+        self.checkpointing = checkpointing;
+        self
     }
 
     pub fn model(&self) -> &Model {
@@ -35,6 +45,24 @@ impl LoraPolicy {
 impl Policy for LoraPolicy {
     fn logits(&self, input_ids: &Tensor, adapter: bool) -> Result<Tensor, TrainError> {
         Ok(self.model.forward(input_ids, adapter.then_some(&self.adapter))?)
+    }
+
+    fn seed_dropout(&self, seed: u64) {
+        self.adapter.seed_dropout(seed);
+    }
+
+    fn score(&self, batch: &ScoringBatch, temperature: f64, adapter: bool) -> Result<Tensor, TrainError> {
+        Ok(self.model.score_logprobs(batch, adapter.then_some(&self.adapter), temperature)?)
+    }
+
+    fn score_for_training(
+        &self,
+        batch: &ScoringBatch,
+        temperature: f64,
+    ) -> Result<(Tensor, Box<dyn Backward + '_>), TrainError> {
+        let opts = TrainOptions { temperature, checkpointing: self.checkpointing };
+        let (logprobs, tape) = self.model.train_forward(batch, &self.adapter, &opts)?;
+        Ok((logprobs, Box::new(EngineBackward(tape))))
     }
 
     fn device(&self) -> &Device {
@@ -69,5 +97,14 @@ impl Policy for LoraPolicy {
         }
         let tensors = loaded.vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
         assign_by_name(&self.adapter.vars(), tensors, dir)
+    }
+}
+
+/// The engine's tape: gradients come out in `LoraAdapter::vars()` order, which is `trainable()`.
+struct EngineBackward(Tape);
+
+impl Backward for EngineBackward {
+    fn backward(self: Box<Self>, dlogprobs: &Tensor) -> Result<Vec<Option<Tensor>>, TrainError> {
+        Ok(self.0.backward(dlogprobs)?.into_tensors().into_iter().map(Some).collect())
     }
 }

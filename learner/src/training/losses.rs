@@ -27,11 +27,15 @@ pub fn sft_loss(logits: &Tensor, input_ids: &Tensor, label_mask: &Tensor) -> Res
     if t < 2 {
         return Err(TrainError::Shape(format!("sft_loss: sequence length {t} < 2 has no labels")));
     }
-    let logits = logits.narrow(1, 0, t - 1)?;
-    let targets = input_ids.narrow(1, 1, t - 1)?;
-    let mask = label_mask.narrow(1, 1, t - 1)?.to_dtype(DType::F32)?;
-    let lp = token_logprobs(&logits, &targets, 1.0)?;
-    let nll_sum = (lp * &mask)?.sum_all()?.neg()?;
+    let lp = token_logprobs(&logits.narrow(1, 0, t - 1)?, &input_ids.narrow(1, 1, t - 1)?, 1.0)?;
+    sft_nll(&lp, &label_mask.narrow(1, 1, t - 1)?)
+}
+
+/// The SFT loss on per-position log-probs: `mask` (same shape, f32 in {0, 1}) marks the scored
+/// positions (the `ScoringBatch` layout: position p scores token p + 1).
+pub fn sft_nll(logprobs: &Tensor, mask: &Tensor) -> Result<SftLoss, TrainError> {
+    let mask = mask.to_dtype(DType::F32)?;
+    let nll_sum = (logprobs * &mask)?.sum_all()?.neg()?;
     let tokens = mask.sum_all()?.to_scalar::<f32>()?.round() as usize;
     Ok(SftLoss { nll_sum, tokens })
 }

@@ -213,3 +213,150 @@ fn lora_checkpoint_resume_is_exact() {
         }
     }
 }
+
+/// The autograd reference path of the same LoRA policy: only `logits` is forwarded, so the
+/// trainer goes through `Policy`'s default `score`/`score_for_training`.
+struct AutogradLora(LoraPolicy);
+
+impl Policy for AutogradLora {
+    fn logits(&self, ids: &candle_core::Tensor, adapter: bool) -> Result<candle_core::Tensor, TrainError> {
+        self.0.logits(ids, adapter)
+    }
+    fn device(&self) -> &Device {
+        self.0.device()
+    }
+    fn vocab_size(&self) -> usize {
+        self.0.vocab_size()
+    }
+    fn trainable(&self) -> Vec<(String, candle_core::Var)> {
+        self.0.trainable()
+    }
+    fn save_adapter(&self, dir: &Path) -> Result<(), TrainError> {
+        self.0.save_adapter(dir)
+    }
+    fn load_adapter(&self, dir: &Path) -> Result<(), TrainError> {
+        self.0.load_adapter(dir)
+    }
+}
+
+fn adapter_values(vars: &[(String, candle_core::Var)]) -> Vec<Vec<f32>> {
+    vars.iter().map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect()
+}
+
+/// Adam turns gradients into steps of about ±lr whatever their size, so float noise in a
+/// near-zero gradient element moves it by a visible fraction of lr: the adapters are compared at
+/// 1e-3, the per-step losses and gradient norms (which carry the gradients' size) at 1e-4.
+fn assert_same_adapter(engine: &[(String, candle_core::Var)], reference: &[(String, candle_core::Var)], what: &str) {
+    for ((name, a), b) in engine.iter().zip(adapter_values(reference)) {
+        let a = a.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let scale = b.iter().fold(1e-6f32, |m, x| m.max(x.abs()));
+        let err = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale;
+        assert!(err < 1e-3, "{what}: {name} differs by {err:e} (relative)");
+    }
+}
+
+fn assert_same_steps(engine: &[(f64, f64)], reference: &[(f64, f64)], what: &str) {
+    assert_eq!(engine.len(), reference.len(), "{what}: step counts");
+    for (i, ((la, ga), (lb, gb))) in engine.iter().zip(reference).enumerate() {
+        assert!((la - lb).abs() <= 1e-4 * lb.abs().max(1e-3), "{what} step {i}: loss {la} vs {lb}");
+        assert!((ga - gb).abs() <= 1e-4 * gb.abs().max(1e-6), "{what} step {i}: grad norm {ga} vs {gb}");
+    }
+}
+
+/// The fused engine and the autograd path drive the trainer to the same adapter: SFT steps with
+/// masked prompts and right padding, then GRPO steps at temperature 0.7 with the PPO clip, the
+/// ratio cap and a KL term to the base model (whose reference log-probs also come from the
+/// engine's no-grad path).
+#[test]
+fn engine_and_autograd_paths_train_the_same_adapter() {
+    for checkpointing in [asrl_common::model::Checkpointing::Off, asrl_common::model::Checkpointing::On] {
+        let mut cfg = TrainConfig::default();
+        cfg.optimiser.lr = 5e-2;
+        cfg.sft.grad_accum_steps = 2;
+        cfg.grpo.beta = 0.05;
+        cfg.grpo.micro_batch_size = 3;
+        cfg.grpo.epsilon_low = 0.05;
+        cfg.grpo.epsilon_high = 0.05;
+        cfg.grpo.ratio_cap = 1.2;
+        let engine = policy(32, 5).with_checkpointing(checkpointing);
+        let mut fused = Trainer::new(engine, cfg.clone(), 0.7, 8, 0, TrainerLog::disabled()).unwrap();
+        let mut reference = Trainer::new(AutogradLora(policy(32, 5)), cfg, 0.7, 8, 0, TrainerLog::disabled()).unwrap();
+        assert_same_adapter(&fused.policy().trainable(), &reference.policy().trainable(), "initial");
+
+        let steps: Vec<_> = [&mut fused as &mut dyn SftStepper, &mut reference].map(|t| t.sft(&sft_set())).into();
+        assert_same_steps(&steps[0], &steps[1], "SFT");
+        assert_same_adapter(&fused.policy().trainable(), &reference.policy().trainable(), "after SFT");
+        let data = sft_set();
+        let (a, _) = fused.eval_loss(&data, 3).unwrap();
+        let (b, _) = reference.eval_loss(&data, 3).unwrap();
+        assert!((a - b).abs() < 1e-4 * b.abs().max(1.0), "validation loss {a} vs {b}");
+
+        // Behaviour log-probs off by a little from the current policy, so ratios hit the clip.
+        let groups = vec![
+            group(&[2, 3], &[(&[7, 9, 1], 1.0, -2.0), (&[4, 4, 4, 4], 0.0, -1.5), (&[8], 0.5, -3.0)]),
+            group(&[5], &[(&[6, 6, 1], -0.5, -2.5), (&[9, 10, 11, 12, 13], 1.0, -1.0), (&[1], 0.0, -0.5)]),
+        ];
+        let steps: Vec<_> = [&mut fused as &mut dyn SftStepper, &mut reference].map(|t| t.grpo(&groups)).into();
+        assert_same_steps(&steps[0], &steps[1], "GRPO");
+        assert_same_adapter(&fused.policy().trainable(), &reference.policy().trainable(), "after GRPO");
+    }
+}
+
+/// One trainer of either policy, stepped the same way; returns each step's (loss, grad norm).
+trait SftStepper {
+    fn sft(&mut self, data: &[SftExample]) -> Vec<(f64, f64)>;
+    fn grpo(&mut self, groups: &[RolloutGroup]) -> Vec<(f64, f64)>;
+}
+
+impl<P: Policy> SftStepper for Trainer<P> {
+    fn sft(&mut self, data: &[SftExample]) -> Vec<(f64, f64)> {
+        self.begin_phase(0, Phase::Sft, 0).unwrap();
+        let mut steps = Vec::new();
+        for _ in 0..2 {
+            for mb in data.chunks(3) {
+                if let Some(m) = self.sft_micro_step(mb).unwrap() {
+                    assert!(m.core.applied);
+                    steps.push((m.core.loss, m.core.grad_norm));
+                }
+            }
+        }
+        self.end_phase().unwrap();
+        steps
+    }
+
+    fn grpo(&mut self, groups: &[RolloutGroup]) -> Vec<(f64, f64)> {
+        self.begin_phase(0, Phase::Grpo, 2).unwrap();
+        let mut steps = Vec::new();
+        for _ in 0..2 {
+            for m in self.grpo_step(groups).unwrap() {
+                assert!(m.core.applied);
+                assert!(m.clip_low_fraction + m.clip_high_fraction > 0.0, "the clip is exercised");
+                steps.push((m.core.loss, m.core.grad_norm));
+            }
+        }
+        self.end_phase().unwrap();
+        steps
+    }
+}
+
+/// A group sampled at the trainer's current adapter version: (tokens, reward, behaviour lp).
+fn group(prompt: &[u32], completions: &[(&[u32], f64, f32)]) -> RolloutGroup {
+    RolloutGroup {
+        prompt_id: format!("{prompt:?}"),
+        prompt_tokens: prompt.to_vec().into(),
+        adapter_version: asrl_common::rollout::AdapterVersion::INITIAL,
+        worker_id: 0,
+        completions: completions
+            .iter()
+            .map(|(tokens, reward, lp)| ScoredCompletion {
+                completion: asrl_common::sample::Completion {
+                    tokens: tokens.to_vec(),
+                    logprobs: vec![*lp; tokens.len()],
+                    text: String::new(),
+                    finish: asrl_common::sample::FinishReason::Eos,
+                },
+                reward: Reward { total: *reward, components: BTreeMap::new() },
+            })
+            .collect(),
+    }
+}

@@ -3,7 +3,7 @@
 use candle_core::Tensor;
 
 use asrl_common::config::LossAggregation;
-use asrl_common::model::token_logprobs;
+use asrl_common::model::ScoringBatch;
 use asrl_common::phase::Phase;
 use asrl_common::rollout::RolloutGroup;
 
@@ -99,13 +99,10 @@ impl<P: Policy> Trainer<P> {
         let mut finite = true;
         self.accum = Accumulator::default();
         for chunk in active.chunks(micro) {
-            let (loss, s) = self.grpo_micro_batch(chunk, params, aggregation, totals)?;
-            let l = f64::from(loss.to_scalar::<f32>()?);
-            if !l.is_finite() {
+            let Some((l, s)) = self.grpo_micro_batch(chunk, params, aggregation, totals)? else {
                 finite = false;
                 break;
-            }
-            self.add_grads(&loss)?;
+            };
             self.accum.micro_batches += 1;
             loss_total += l;
             stats.add(&s);
@@ -131,41 +128,40 @@ impl<P: Policy> Trainer<P> {
         Ok(PassResult { step, loss: finite.then_some(loss_total), stats })
     }
 
-    /// Forward + loss for one micro-batch of completions ([`pack_micro_batch`] layout).
+    /// Forward, loss and backward for one micro-batch of completions ([`pack_micro_batch`]
+    /// layout); `None` when its loss is not finite (nothing was accumulated).
     fn grpo_micro_batch(
-        &self,
+        &mut self,
         chunk: &[&Sample<'_>],
         params: &GrpoLossParams,
         aggregation: LossAggregation,
         totals: &AggregationTotals,
-    ) -> Result<(Tensor, GrpoTokenStats), TrainError> {
+    ) -> Result<Option<(f64, GrpoTokenStats)>, TrainError> {
         let packed = pack_micro_batch(chunk);
-        let (b, seq) = (packed.rows, packed.seq);
-        let t = seq.saturating_sub(1);
+        let (b, t) = (packed.rows, packed.seq.saturating_sub(1));
         let dev = self.policy.device().clone();
-        let ids = Tensor::from_vec(packed.ids, (b, seq), &dev)?;
-        let targets = ids.narrow(1, 1, t)?;
+        let rows: Vec<(&[u32], &[u32])> = chunk.iter().map(|s| (s.prompt, s.completion.tokens.as_slice())).collect();
+        let batch = ScoringBatch::completions(&rows, &dev)?;
         let mask = Tensor::from_vec(packed.mask, (b, t), &dev)?;
         let behaviour = Tensor::from_vec(packed.behaviour, (b, t), &dev)?;
         let advantages = Tensor::from_vec(packed.advantages, b, &dev)?;
-        let logits = self.policy.logits(&ids, true)?.narrow(1, 0, t)?;
-        let logprobs = token_logprobs(&logits, &targets, self.temperature)?;
         let reference = if params.beta != 0.0 {
-            let ref_logits = self.policy.logits(&ids, false)?.detach().narrow(1, 0, t)?;
-            Some(token_logprobs(&ref_logits, &targets, self.temperature)?.detach())
+            Some(self.policy.score(&batch, self.temperature, false)?.narrow(1, 0, t)?)
         } else {
             None
         };
-        // Padding positions hold 0 behaviour log-probs; zero their current log-probs as well so
-        // exp(·) there stays finite whatever the logits at padding are.
-        let logprobs = (logprobs * &mask)?;
-        let batch = GrpoBatch {
-            logprobs: &logprobs,
-            behaviour_logprobs: &behaviour,
-            ref_logprobs: reference.as_ref(),
-            advantages: &advantages,
-            mask: &mask,
-        };
-        grpo_loss(&batch, params, aggregation, totals)
+        self.backprop_logprobs(&batch, self.temperature, |lp| {
+            // Unscored positions hold 0 (as do the behaviour log-probs there), so exp(·) of
+            // their ratio is finite.
+            let logprobs = (lp.narrow(1, 0, t)? * &mask)?;
+            let batch = GrpoBatch {
+                logprobs: &logprobs,
+                behaviour_logprobs: &behaviour,
+                ref_logprobs: reference.as_ref(),
+                advantages: &advantages,
+                mask: &mask,
+            };
+            grpo_loss(&batch, params, aggregation, totals)
+        })
     }
 }

@@ -12,7 +12,9 @@ mod state;
 
 use std::time::Instant;
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Tensor, Var};
+
+use asrl_common::model::ScoringBatch;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -173,15 +175,17 @@ impl<P: Policy> Trainer<P> {
         self.schedule.lr(self.state.phase, self.state.phase_step, self.state.phase_planned_steps)
     }
 
-    fn add_grads(&mut self, loss: &Tensor) -> Result<(), TrainError> {
-        let store = loss.backward()?;
-        let vars: Vec<_> = self.optim.vars().cloned().collect();
-        if self.accum.grads.len() != vars.len() {
-            self.accum.grads = vec![None; vars.len()];
+    /// Adds one micro-batch's gradients (one per optimiser var, in order) to the accumulator.
+    fn add_grads(&mut self, grads: Vec<Option<Tensor>>) -> Result<(), TrainError> {
+        let n = self.optim.vars().count();
+        if grads.len() != n {
+            return Err(TrainError::Shape(format!("the policy returned {} gradients for {n} parameters", grads.len())));
         }
-        for (slot, var) in self.accum.grads.iter_mut().zip(&vars) {
-            if let Some(g) = store.get(var.as_tensor()) {
-                let g = g.detach();
+        if self.accum.grads.len() != n {
+            self.accum.grads = vec![None; n];
+        }
+        for (slot, g) in self.accum.grads.iter_mut().zip(grads) {
+            if let Some(g) = g {
                 *slot = Some(match slot.take() {
                     Some(acc) => (acc + g)?,
                     None => g,
@@ -189,6 +193,43 @@ impl<P: Policy> Trainer<P> {
             }
         }
         Ok(())
+    }
+
+    /// Runs `loss_of` on the micro-batch's log-probs (as a leaf of a small candle graph) and
+    /// backpropagates its value through the policy into the accumulator. Returns the loss and
+    /// what `loss_of` reported, or `None` (and no gradient) when the loss is not finite.
+    fn backprop_logprobs<T>(
+        &mut self,
+        batch: &ScoringBatch,
+        temperature: f64,
+        loss_of: impl FnOnce(&Tensor) -> Result<(Tensor, T), TrainError>,
+    ) -> Result<Option<(f64, T)>, TrainError> {
+        self.policy.seed_dropout(self.dropout_seed());
+        let (logprobs, back) = self.policy.score_for_training(batch, temperature)?;
+        let leaf = Var::from_tensor(&logprobs)?;
+        let (loss, extra) = loss_of(leaf.as_tensor())?;
+        let value = f64::from(loss.to_scalar::<f32>()?);
+        if !value.is_finite() {
+            return Ok(None);
+        }
+        let dlogprobs = match loss.backward()?.get(leaf.as_tensor()) {
+            Some(g) => g.clone(),
+            None => logprobs.zeros_like()?,
+        };
+        let grads = back.backward(&dlogprobs)?;
+        self.add_grads(grads)?;
+        Ok(Some((value, extra)))
+    }
+
+    /// A seed for this micro-batch's dropout masks from state a checkpoint restores exactly (the
+    /// run seed, epoch, phase, step and micro-batch), so masks never depend on how a run was
+    /// interrupted and the trainer's RNG stream is left alone.
+    fn dropout_seed(&self) -> u64 {
+        let s = &self.state;
+        let base = u64::from_le_bytes(s.rng_seed[..8].try_into().expect("32-byte seed"));
+        [s.epoch, s.phase as u64, s.phase_step, self.accum.micro_batches as u64]
+            .iter()
+            .fold(base, |h, &v| splitmix64(h ^ v))
     }
 
     /// Records a non-finite step or micro-batch; errors once too many happen in a row.
@@ -261,4 +302,12 @@ pub(crate) fn check_token_ids(tokens: &[u32], vocab: usize, what: impl FnOnce() 
         Some((i, t)) => Err(TrainError::Input(format!("{}: token {i} is {t}, vocab size is {vocab}", what()))),
         None => Ok(()),
     }
+}
+
+/// SplitMix64's finaliser: a cheap, well-mixed hash step.
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }

@@ -1,11 +1,12 @@
 //! SFT: micro-steps with gradient accumulation, and the validation loss.
 
-use candle_core::Tensor;
+use candle_core::Device;
 
+use asrl_common::model::ScoringBatch;
 use asrl_common::phase::Phase;
 
 use super::{check_token_ids, Accumulator, Trainer};
-use crate::training::losses::sft_loss;
+use crate::training::losses::sft_nll;
 use crate::training::metrics::SftStepMetrics;
 use crate::training::policy::Policy;
 use crate::training::TrainError;
@@ -66,18 +67,18 @@ impl<P: Policy> Trainer<P> {
         if kept.is_empty() {
             return Ok(None);
         }
-        let (ids, mask) = right_padded(&kept, self.policy.device())?;
-        let logits = self.policy.logits(&ids, true)?;
-        let loss = sft_loss(&logits, &ids, &mask)?;
-        let nll = f64::from(loss.nll_sum.to_scalar::<f32>()?);
-        if !nll.is_finite() {
+        let batch = scoring_batch(&kept, self.policy.device())?;
+        let scored = self.backprop_logprobs(&batch, 1.0, |lp| {
+            let loss = sft_nll(lp, batch.mask())?;
+            Ok((loss.nll_sum, loss.tokens))
+        })?;
+        let Some((nll, tokens)) = scored else {
             // Dropped before backward: nothing reaches the accumulated gradients.
             self.note_nonfinite("SFT loss")?;
             return Ok(None);
-        }
-        self.add_grads(&loss.nll_sum)?;
+        };
         self.accum.loss_sum += nll;
-        self.accum.tokens += loss.tokens;
+        self.accum.tokens += tokens;
         self.accum.examples += kept.len();
         self.accum.micro_batches += 1;
         if self.accum.micro_batches >= self.cfg.sft.grad_accum_steps.max(1) {
@@ -102,9 +103,8 @@ impl<P: Policy> Trainer<P> {
             for ex in batch {
                 check_token_ids(&ex.tokens, vocab, || format!("validation batch {bi}"))?;
             }
-            let (ids, mask) = right_padded(batch, self.policy.device())?;
-            let logits = self.policy.logits(&ids, true)?.detach();
-            let loss = sft_loss(&logits, &ids, &mask)?;
+            let batch = scoring_batch(batch, self.policy.device())?;
+            let loss = sft_nll(&self.policy.score(&batch, 1.0, true)?, batch.mask())?;
             nll += f64::from(loss.nll_sum.to_scalar::<f32>()?);
             tokens += loss.tokens;
         }
@@ -140,20 +140,13 @@ impl<P: Policy> Trainer<P> {
     }
 }
 
-/// Token ids (batch, seq) u32 and label mask (batch, seq) f32 of `examples`, right-padded with id 0
-/// and mask 0 to the longest one.
-fn right_padded(examples: &[&SftExample], device: &candle_core::Device) -> Result<(Tensor, Tensor), TrainError> {
-    let seq = examples.iter().map(|e| e.tokens.len()).max().unwrap_or(0);
-    let mut ids = Vec::with_capacity(examples.len() * seq);
-    let mut mask = Vec::with_capacity(examples.len() * seq);
-    for ex in examples {
-        ids.extend_from_slice(&ex.tokens);
-        ids.extend(std::iter::repeat_n(0u32, seq - ex.tokens.len()));
-        mask.extend(ex.label_mask.iter().map(|&m| if m { 1f32 } else { 0f32 }));
-        mask.extend(std::iter::repeat_n(0f32, seq - ex.tokens.len()));
-    }
-    Ok((
-        Tensor::from_vec(ids, (examples.len(), seq), device)?,
-        Tensor::from_vec(mask, (examples.len(), seq), device)?,
-    ))
+/// The examples as one right-padded scoring batch: every label token after the first position
+/// is scored (nothing predicts token 0, so its label is ignored, as transformers does).
+fn scoring_batch(examples: &[&SftExample], device: &Device) -> Result<ScoringBatch, TrainError> {
+    let labels: Vec<Vec<bool>> = examples
+        .iter()
+        .map(|e| e.label_mask.iter().enumerate().map(|(i, &m)| m && i > 0).collect())
+        .collect();
+    let rows: Vec<(&[u32], &[bool])> = examples.iter().zip(&labels).map(|(e, l)| (e.tokens.as_slice(), l.as_slice())).collect();
+    Ok(ScoringBatch::new(&rows, device)?)
 }
