@@ -294,7 +294,7 @@ fn check_tensorboard(run: &Path, records: &[serde_json::Value]) {
     for tag in ["grpo/reward_std", "grpo/clip_low_fraction", "grpo/kl_ref", "grpo/reward/format", "sft/grad_norm", "sft/lr"] {
         assert!(!steps_of(tag).is_empty(), "{tag} missing");
     }
-    for tag in ["eval/format_accuracy", "eval/reward_mean", "eval/val_loss_after_grpo", "data/train_size", "epoch/sft_loss"] {
+    for tag in ["eval/format_accuracy", "eval/reward_mean", "eval/val_loss_after_grpo", "data/train_size", "epoch/sft_loss_mean"] {
         assert_eq!(steps_of(tag), BTreeSet::from([1, 2, 3]), "{tag} epochs");
     }
     // The last epoch's values are the metrics.jsonl ones (as f32).

@@ -80,7 +80,7 @@ pub(crate) fn read_dialogue(obj: &Map<String, Value>) -> Result<(ExampleFormat, 
             }
             Ok((ExampleFormat::Messages, messages, last.content))
         }
-        [first, second, ..] => Err(BadReason::AmbiguousFormat { first: *first, second: *second }),
+        [first, second, ..] => Err(BadReason::AmbiguousFormat { first, second }),
         // Only "prompt" is left.
         [_] => prompt_completion(obj),
     }

@@ -8,11 +8,14 @@ use super::example::{parse_line_format, BadReason, Example};
 use super::format::ExampleFormat;
 use super::DataError;
 
+/// A validated line and its layout, or why it was rejected.
+pub(crate) type ParsedLine = Result<(Example, ExampleFormat), BadReason>;
+
 /// What one file held at the moment it was read.
 #[derive(Debug, Default)]
 pub(crate) struct ScannedFile {
     /// `(line number, example or reason)` for every non-blank complete line.
-    pub lines: Vec<(usize, Result<(Example, ExampleFormat), BadReason>)>,
+    pub lines: Vec<(usize, ParsedLine)>,
     pub blank_lines: usize,
     /// A last line without newline that is not (yet) a valid example: being written, left for
     /// the next read.

@@ -81,8 +81,8 @@ impl RunBoard {
         self.write(r.epoch as u64, &values)
     }
 
-    /// A finished epoch: validation losses, format accuracy and reward (`eval/*`), the dataset's
-    /// size (`data/*`) and the mean SFT loss (`epoch/sft_loss`).
+    /// A finished epoch: validation losses, format accuracy and reward (`eval/*`) and the
+    /// dataset's size (`data/*`); the phases' own scalars come from [`RunBoard::phase`].
     pub fn epoch(&mut self, r: &EpochRecord) -> Result<(), TensorboardError> {
         let mut values = Vec::new();
         let mut add = |tag: &str, v: Option<f64>| push_some(&mut values, tag.to_string(), v);
@@ -93,7 +93,6 @@ impl RunBoard {
         add("data/train_size", r.train_size.map(|n| n as f64));
         add("data/train_added", r.train_added.map(|n| n as f64));
         add("data/val_size", r.val_size.map(|n| n as f64));
-        add("epoch/sft_loss", r.sft_loss);
         self.write(r.epoch as u64, &values)
     }
 
