@@ -84,3 +84,36 @@ fn check_reports_bad_lines_and_exit_codes() {
         "{stderr}"
     );
 }
+
+/// A directory mixing the paper's format, `messages` and TRL's two `prompt`/`completion`
+/// formats: every line loads, and the report names each file's format.
+#[test]
+fn check_names_each_files_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, lines: &[&str]| std::fs::write(dir.path().join(name), lines.join("\n") + "\n").unwrap();
+    write("a_paper.jsonl", &[r#"{"context":"User: 1+1?","response":"2","type":"arith"}"#, r#"{"context":"User: 2+2?","response":"4","type":"arith"}"#]);
+    write("b_chat.jsonl", &[r#"{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}],"type":"greeting"}"#]);
+    write(
+        "c_trl.jsonl",
+        &[
+            r#"{"prompt":"3+3?","completion":"6","ground_truth":"6","type":"arith"}"#,
+            r#"{"prompt":[{"role":"user","content":"4+4?"}],"completion":[{"role":"assistant","content":"8"}],"answer":8,"type":"arith"}"#,
+            r#"{"prompt":[{"role":"user","content":"5+5?"}],"completion":[{"role":"assistant","content":"10"}],"type":"arith"}"#,
+        ],
+    );
+    write("d_broken.jsonl", &[r#"{"prompt":"q","completion":["r"]}"#]);
+    let o = learner(&["data", "check", dir.path().to_str().unwrap()]);
+    let stdout = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "the broken file's line is bad: {stdout}");
+    let line_of = |file: &str| {
+        let name = dir.path().join(file).display().to_string();
+        stdout.lines().find(|l| l.trim_start().starts_with(&format!("{name}: "))).unwrap_or_else(|| panic!("{file}: {stdout}")).to_string()
+    };
+    assert!(line_of("a_paper.jsonl").ends_with(": context/response (paper) 2"), "{stdout}");
+    assert!(line_of("b_chat.jsonl").ends_with(": messages 1"), "{stdout}");
+    assert!(line_of("c_trl.jsonl").ends_with(": prompt/completion 1, prompt/completion (conversational) 2"), "{stdout}");
+    assert!(line_of("d_broken.jsonl").ends_with(": no valid lines"), "{stdout}");
+    assert!(stdout.contains("d_broken.jsonl:1: field completion: expected a string, as `prompt` is"), "{stdout}");
+    let total = stdout.lines().find(|l| l.starts_with("total ")).unwrap();
+    assert_eq!(total.split_whitespace().last(), Some("6"), "{stdout}");
+}

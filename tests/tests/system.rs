@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use asrl_proto::v1 as pb;
 use asrl_proto::v1::learner_client::LearnerClient;
-use asrl_tests::{binary, fixture, free_port, grpcurl, reflection_services, KillOnDrop};
+use asrl_learner::report::tensorboard::{event_files, read_scalars};
+use asrl_tests::{binary, fixture, free_port, grpcurl, python_with, reflection_services, KillOnDrop};
 use tonic::transport::Channel;
 
 /// A run config for the tiny model; `extra` is appended (later keys of a table must not repeat).
@@ -268,6 +269,52 @@ async fn asrl_through_learner_and_two_worker_processes_survives_a_learner_restar
         assert!(run.join(file).is_file(), "{file} missing");
     }
     assert!(std::fs::read_dir(run.join("checkpoints")).unwrap().count() >= 1);
+    check_tensorboard(&run, &metrics_lines(&run, "metrics.jsonl"));
+}
+
+/// The TensorBoard events of both learner processes hold the `metrics.jsonl` steps (at their
+/// global step) and epochs (at the epoch number); the real `tensorboard` reads them when it is
+/// installed.
+fn check_tensorboard(run: &Path, records: &[serde_json::Value]) {
+    let files = event_files(&run.join("tensorboard")).unwrap();
+    assert_eq!(files.len(), 2, "one event file per learner process: {files:?}");
+    let points: Vec<_> = files.iter().flat_map(|f| read_scalars(f).unwrap()).collect();
+    let steps_of = |tag: &str| points.iter().filter(|p| p.tag == tag).map(|p| p.step as u64).collect::<BTreeSet<_>>();
+    for phase in ["sft", "grpo"] {
+        let want: BTreeSet<u64> = records
+            .iter()
+            .filter(|r| r["kind"] == "step" && r["phase"] == phase)
+            .map(|r| r["step"].as_u64().unwrap())
+            .collect();
+        let got = steps_of(&format!("{phase}/loss"));
+        // The kill may fall between a step's metrics.jsonl line and its event: one step at most.
+        assert!(got.is_subset(&want) && want.len() - got.len() <= 1, "{phase}/loss steps {got:?}, metrics.jsonl {want:?}");
+    }
+    assert_eq!(steps_of("grpo/reward_mean"), steps_of("grpo/loss"));
+    for tag in ["grpo/reward_std", "grpo/clip_low_fraction", "grpo/kl_ref", "grpo/reward/format", "sft/grad_norm", "sft/lr"] {
+        assert!(!steps_of(tag).is_empty(), "{tag} missing");
+    }
+    for tag in ["eval/format_accuracy", "eval/reward_mean", "eval/val_loss_after_grpo", "data/train_size", "epoch/sft_loss_mean"] {
+        assert_eq!(steps_of(tag), BTreeSet::from([1, 2, 3]), "{tag} epochs");
+    }
+    // The last epoch's values are the metrics.jsonl ones (as f32).
+    let last = records.iter().rev().find(|r| r["kind"] == "epoch").unwrap();
+    for (tag, key) in [("data/train_size", "train_size"), ("eval/format_accuracy", "format_accuracy")] {
+        let p = points.iter().rev().find(|p| p.tag == tag).unwrap();
+        assert_eq!(p.value, last[key].as_f64().unwrap() as f32, "{tag}");
+    }
+    let Some(py) = python_with(&["tensorboard"]) else { return };
+    let script = "import sys\n\
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator\n\
+        acc = EventAccumulator(sys.argv[1]); acc.Reload()\n\
+        for tag in sorted(acc.Tags()['scalars']):\n    \
+            print(tag, ' '.join(str(e.step) for e in acc.Scalars(tag)))\n";
+    let out = Command::new(&py).args(["-c", script]).arg(run.join("tensorboard")).output().unwrap();
+    assert!(out.status.success(), "tensorboard's reader failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |tag: &str| text.lines().find(|l| l.split(' ').next() == Some(tag)).map(str::to_string);
+    assert_eq!(line("eval/format_accuracy").as_deref(), Some("eval/format_accuracy 1 2 3"), "{text}");
+    assert!(line("sft/loss").is_some() && line("grpo/reward_mean").is_some(), "{text}");
 }
 
 /// A worker SIGKILLed while it holds a lease: after the lease deadline its prompts go to the
@@ -289,7 +336,11 @@ async fn a_worker_killed_mid_lease_is_re_leased_and_every_group_counted_once() {
         160,
         "[leases]\nprompts_per_lease = 2\nlease_timeout_ms = 1500\nheartbeat_interval_ms = 200\nno_work_retry_ms = 50\n",
     );
-    let text = std::fs::read_to_string(&config).unwrap().replace("kind = \"grpo\"", "kind = \"grpo\"\npatience = 1\nmonitor = \"format_accuracy\"");
+    // TensorBoard off: no event files.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("kind = \"grpo\"", "kind = \"grpo\"\npatience = 1\nmonitor = \"format_accuracy\"")
+        .replace("seed = 5", "seed = 5\ntensorboard = false");
     std::fs::write(&config, text).unwrap();
     let mut l = learner(dir, &config, "learner.log");
     let mut client = connect(&addr, &mut l, dir, "learner.log").await;
@@ -320,4 +371,5 @@ async fn a_worker_killed_mid_lease_is_re_leased_and_every_group_counted_once() {
     assert_eq!(epochs, vec![1, 2]);
     assert!(records.iter().filter(|r| r["kind"] == "epoch").all(|r| r["phases"] == "grpo"));
     assert!(log_of(dir, "learner.log").contains("early stopping"), "{}", log_of(dir, "learner.log"));
+    assert!(!dir.join("run/tensorboard").exists(), "run.tensorboard = false still wrote events");
 }

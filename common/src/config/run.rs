@@ -12,10 +12,12 @@ pub struct RunConfig {
     pub seed: u64,
     /// Label used in plot legends and report tables; empty = the run directory's name.
     pub name: String,
+    /// Write TensorBoard scalar event files to `<dir>/tensorboard/` as the run goes.
+    pub tensorboard: bool,
 }
 
 impl Default for RunConfig {
     fn default() -> Self {
-        Self { dir: PathBuf::from("runs/asrl"), seed: 42, name: String::new() }
+        Self { dir: PathBuf::from("runs/asrl"), seed: 42, name: String::new(), tensorboard: true }
     }
 }

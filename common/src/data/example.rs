@@ -3,7 +3,8 @@
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::context::{parse_context, Message};
+use super::context::Message;
+use super::format::{as_str, read_dialogue, wrong, ExampleFormat};
 use crate::reward::final_answer;
 
 /// A validated example: prompt messages, the target response and its ground-truth answer.
@@ -14,7 +15,8 @@ pub struct Example {
     pub messages: Vec<Message>,
     /// The assistant response the model is trained on.
     pub response: String,
-    /// Ground truth for rewards: the `answer` field, else the response's final answer.
+    /// Ground truth for rewards: the `answer` (or `ground_truth`) field, else the response's
+    /// final answer.
     pub answer: String,
     /// The `type` field ("unknown" when absent).
     pub example_type: String,
@@ -38,10 +40,14 @@ pub enum BadReason {
         field: String,
         expected: &'static str,
     },
-    #[error("has both \"context\" and \"messages\"; use one format")]
-    AmbiguousFormat,
-    #[error("messages[{index}]: unknown role {role:?} (expected system, user or assistant)")]
-    UnknownRole { index: usize, role: String },
+    #[error("has both \"{first}\" and \"{second}\"; use one format")]
+    AmbiguousFormat { first: &'static str, second: &'static str },
+    #[error("{list}[{index}]: unknown role {role:?} (expected system, user or assistant)")]
+    UnknownRole { list: &'static str, index: usize, role: String },
+    #[error("completion must be one assistant message (found {0})")]
+    BadCompletion(String),
+    #[error("\"answer\" {answer:?} and \"ground_truth\" {ground_truth:?} differ; give one")]
+    ConflictingAnswers { answer: String, ground_truth: String },
     #[error("the last message must be the assistant's response (found role {0:?})")]
     NoResponse(String),
     #[error("empty prompt")]
@@ -59,9 +65,11 @@ impl BadReason {
             Self::NotAnObject => "not_an_object",
             Self::MissingField(_) => "missing_field",
             Self::WrongType { .. } => "wrong_type",
-            Self::AmbiguousFormat => "ambiguous_format",
+            Self::AmbiguousFormat { .. } => "ambiguous_format",
             Self::UnknownRole { .. } => "unknown_role",
             Self::NoResponse(_) => "no_response",
+            Self::BadCompletion(_) => "bad_completion",
+            Self::ConflictingAnswers { .. } => "conflicting_answers",
             Self::EmptyPrompt => "empty_prompt",
             Self::EmptyResponse => "empty_response",
         }
@@ -70,6 +78,11 @@ impl BadReason {
 
 /// Validates one JSONL line (without its newline). `max_bytes` is the line length limit.
 pub fn parse_line(line: &[u8], max_bytes: usize) -> Result<Example, BadReason> {
+    parse_line_format(line, max_bytes).map(|(example, _)| example)
+}
+
+/// [`parse_line`], and which layout the line used.
+pub fn parse_line_format(line: &[u8], max_bytes: usize) -> Result<(Example, ExampleFormat), BadReason> {
     if line.len() > max_bytes {
         return Err(BadReason::LineTooLong {
             bytes: line.len() as u64,
@@ -81,40 +94,34 @@ pub fn parse_line(line: &[u8], max_bytes: usize) -> Result<Example, BadReason> {
     })?;
     let value: Value =
         serde_json::from_str(text).map_err(|e| BadReason::InvalidJson(e.to_string()))?;
-    parse_value(&value)
+    parse_value_format(&value)
 }
 
-/// Validates one example given as JSON: the paper's `{"context","response"}` or chat style
-/// `{"messages":[{"role","content"},...]}` whose last message is the assistant's response;
-/// optional `type`, `answer` (string or number) and `id` (string or integer). Other fields are
-/// ignored.
+/// Validates one example given as JSON, in any [`ExampleFormat`]: the paper's
+/// `{"context","response"}`, `{"messages":[{"role","content"},...]}` whose last message is the
+/// assistant's response, or TRL's `{"prompt","completion"}` (two strings, or two lists of
+/// messages). Optional: `type`; `answer` or `ground_truth` (string or number; else the
+/// response's final answer); `id` (string or integer). Other fields are ignored.
 pub fn parse_value(value: &Value) -> Result<Example, BadReason> {
+    parse_value_format(value).map(|(example, _)| example)
+}
+
+/// [`parse_value`], and which layout the value used.
+pub fn parse_value_format(value: &Value) -> Result<(Example, ExampleFormat), BadReason> {
     let obj = value.as_object().ok_or(BadReason::NotAnObject)?;
-    let (messages, response) = match (obj.get("context"), obj.get("messages")) {
-        (Some(_), Some(_)) => return Err(BadReason::AmbiguousFormat),
-        (Some(context), None) => {
-            let context = as_str(context, "context")?;
-            let response = as_str(
-                obj.get("response")
-                    .ok_or(BadReason::MissingField("response"))?,
-                "response",
-            )?;
-            (parse_context(context), response.to_string())
-        }
-        (None, Some(messages)) => chat_messages(messages)?,
-        (None, None) => return Err(BadReason::MissingField("context (or messages)")),
-    };
+    let (format, messages, response) = read_dialogue(obj)?;
     if messages.is_empty() {
         return Err(BadReason::EmptyPrompt);
     }
     if response.trim().is_empty() {
         return Err(BadReason::EmptyResponse);
     }
-    let answer = match obj.get("answer") {
-        None | Some(Value::Null) => final_answer(&response).to_string(),
-        Some(Value::String(s)) => s.trim().to_string(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(_) => return Err(wrong("answer", "a string or a number")),
+    let answer = match (answer_field(obj, "answer")?, answer_field(obj, "ground_truth")?) {
+        (Some(answer), Some(ground_truth)) if answer != ground_truth => {
+            return Err(BadReason::ConflictingAnswers { answer, ground_truth })
+        }
+        (Some(a), _) | (None, Some(a)) => a,
+        (None, None) => final_answer(&response).to_string(),
     };
     let id = match obj.get("id") {
         None | Some(Value::Null) => None,
@@ -126,63 +133,31 @@ pub fn parse_value(value: &Value) -> Result<Example, BadReason> {
         None | Some(Value::Null) => "unknown".to_string(),
         Some(t) => as_str(t, "type")?.to_string(),
     };
-    Ok(Example {
-        id,
-        messages,
-        response,
-        answer,
-        example_type,
-    })
+    Ok((
+        Example {
+            id,
+            messages,
+            response,
+            answer,
+            example_type,
+        },
+        format,
+    ))
 }
 
-fn wrong(field: &str, expected: &'static str) -> BadReason {
-    BadReason::WrongType {
-        field: field.to_string(),
-        expected,
+/// `answer` / `ground_truth`: a string (trimmed) or a number; absent or null = `None`.
+fn answer_field(obj: &Map<String, Value>, field: &str) -> Result<Option<String>, BadReason> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err(wrong(field, "a string or a number")),
     }
-}
-
-fn as_str<'a>(v: &'a Value, field: &str) -> Result<&'a str, BadReason> {
-    v.as_str().ok_or_else(|| wrong(field, "a string"))
-}
-
-fn chat_messages(v: &Value) -> Result<(Vec<Message>, String), BadReason> {
-    let items = v.as_array().ok_or_else(|| wrong("messages", "an array"))?;
-    let mut messages = Vec::with_capacity(items.len());
-    for (index, item) in items.iter().enumerate() {
-        let field = |name: &str| format!("messages[{index}].{name}");
-        let obj = item
-            .as_object()
-            .ok_or_else(|| wrong(&format!("messages[{index}]"), "an object"))?;
-        let role = obj
-            .get("role")
-            .ok_or(BadReason::MissingField("messages[].role"))?;
-        let role = role
-            .as_str()
-            .ok_or_else(|| wrong(&field("role"), "a string"))?;
-        if !matches!(role, "system" | "user" | "assistant") {
-            return Err(BadReason::UnknownRole {
-                index,
-                role: role.to_string(),
-            });
-        }
-        let content = obj
-            .get("content")
-            .ok_or(BadReason::MissingField("messages[].content"))?;
-        let content = content
-            .as_str()
-            .ok_or_else(|| wrong(&field("content"), "a string"))?;
-        messages.push(Message::new(role, content));
-    }
-    let last = messages.pop().ok_or(BadReason::EmptyPrompt)?;
-    if last.role != "assistant" {
-        return Err(BadReason::NoResponse(last.role));
-    }
-    Ok((messages, last.content))
 }
 
 impl Example {
-    /// Chat-style JSON that [`parse_value`] reads back to the same example.
+    /// Chat-style JSON ([`ExampleFormat::Messages`]) that [`parse_value`] reads back to the
+    /// same example.
     pub fn to_json(&self) -> Value {
         let mut messages: Vec<Value> = self
             .messages

@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::example::{BadReason, Example};
+use super::format::ExampleFormat;
 use super::reader::{list_files, scan_file};
 use super::split::{Split, SplitFractions};
 use super::DataError;
@@ -79,6 +80,8 @@ pub struct DataReport {
     pub bad_by_reason: BTreeMap<&'static str, usize>,
     /// Last lines without newline that are not yet a whole example (being written).
     pub pending_lines: Vec<(PathBuf, usize)>,
+    /// Valid lines per file and [`ExampleFormat`] (duplicates and over-long ones included).
+    pub formats: BTreeMap<PathBuf, BTreeMap<ExampleFormat, usize>>,
 }
 
 impl DataReport {
@@ -199,9 +202,13 @@ impl LiveDataset {
             if let Some(line) = scanned.pending_line {
                 report.pending_lines.push((file.clone(), line));
             }
+            let formats = report.formats.entry(file.clone()).or_default();
             for (line, result) in scanned.lines {
                 let example = match result {
-                    Ok(example) => example,
+                    Ok((example, format)) => {
+                        *formats.entry(format).or_default() += 1;
+                        example
+                    }
                     Err(reason) => {
                         *report.bad_by_reason.entry(reason.kind()).or_default() += 1;
                         if report.bad_lines.len() < self.max_reported_bad_lines {

@@ -1,7 +1,8 @@
 //! The training data: a live JSONL dataset with a stable hash split, bad-line reports and
 //! durable appends (the demo data generator is `asrl-tools demo-data`).
 //!
-//! - [`parse_value`] / [`parse_line`]: the one validator (loading and appending).
+//! - [`parse_value`] / [`parse_line`]: the one validator (loading and appending), for every
+//!   [`ExampleFormat`] (the paper's `context`, `messages`, TRL's `prompt`/`completion`).
 //! - [`LiveDataset::snapshot`]: re-scan the source, get a frozen [`Snapshot`] per epoch.
 //! - [`append_json`] / [`append_examples`]: durable live additions.
 
@@ -9,6 +10,7 @@ mod append;
 pub mod context;
 mod encode;
 mod example;
+mod format;
 mod live;
 mod reader;
 mod split;
@@ -18,7 +20,8 @@ use std::path::{Path, PathBuf};
 pub use append::{append_examples, append_json, AppendReceipt};
 pub use context::{format_context, parse_context, Message};
 pub use encode::{encode_example, prompt_text, EncodedExample, ExampleEncoder};
-pub use example::{parse_line, parse_value, BadReason, Example};
+pub use example::{parse_line, parse_line_format, parse_value, parse_value_format, BadReason, Example};
+pub use format::ExampleFormat;
 pub use live::{thousands, BadLine, DataReport, LiveDataset, Snapshot, SplitCounts};
 pub use split::{Split, SplitFractions};
 

@@ -4,14 +4,18 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use super::example::{parse_line, BadReason, Example};
+use super::example::{parse_line_format, BadReason, Example};
+use super::format::ExampleFormat;
 use super::DataError;
+
+/// A validated line and its layout, or why it was rejected.
+pub(crate) type ParsedLine = Result<(Example, ExampleFormat), BadReason>;
 
 /// What one file held at the moment it was read.
 #[derive(Debug, Default)]
 pub(crate) struct ScannedFile {
     /// `(line number, example or reason)` for every non-blank complete line.
-    pub lines: Vec<(usize, Result<Example, BadReason>)>,
+    pub lines: Vec<(usize, ParsedLine)>,
     pub blank_lines: usize,
     /// A last line without newline that is not (yet) a valid example: being written, left for
     /// the next read.
@@ -114,7 +118,7 @@ fn finish_line(out: &mut ScannedFile, number: usize, line: &[u8], len: u64, max:
     } else if line.iter().all(u8::is_ascii_whitespace) {
         out.blank_lines += 1;
     } else {
-        out.lines.push((number, parse_line(line, max)));
+        out.lines.push((number, parse_line_format(line, max)));
     }
 }
 
@@ -126,8 +130,8 @@ fn finish_last_line(out: &mut ScannedFile, number: usize, line: &[u8], len: u64,
         if line.iter().all(u8::is_ascii_whitespace) {
             return;
         }
-        if let Ok(example) = parse_line(line, max) {
-            out.lines.push((number, Ok(example)));
+        if let Ok(parsed) = parse_line_format(line, max) {
+            out.lines.push((number, Ok(parsed)));
             return;
         }
     }

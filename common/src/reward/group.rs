@@ -13,14 +13,15 @@ impl GroupScorer for RewardScorer {
             ("", ExampleKind::Open) => "open",
             (t, _) => t,
         };
-        completions
+        let inputs: Vec<RewardInput<'_>> = completions
             .iter()
             .map(|c| {
-                let input = RewardInput::new(&prompt.prompt_text, &c.text, &prompt.ground_truth, example_type)
-                    .with_completion_tokens(c.tokens.len());
-                self.score(&input).map_err(|source| GroupScoreError { prompt_id: prompt.prompt_id.clone(), source })
+                RewardInput::new(&prompt.prompt_text, &c.text, &prompt.ground_truth, example_type)
+                    .with_completion_tokens(c.tokens.len())
+                    .with_prompt_id(&prompt.prompt_id)
             })
-            .collect()
+            .collect();
+        self.score_batch(&inputs).map_err(|source| GroupScoreError { prompt_id: prompt.prompt_id.clone(), source })
     }
 }
 

@@ -2,9 +2,11 @@
 //! plus a small registry of named reward functions combined by weight.
 //!
 //! - [`format_ok_strict`] is the **format accuracy** metric.
-//! - [`RewardFn`] is the per-completion plug-in interface of one named component.
+//! - [`RewardFn`] is the plug-in interface of one named component: per completion, or per group
+//!   ([`RewardFn::score_group`], which an external service overrides to be called once a group).
 //! - [`RewardScorer`] sums the configured components ([`crate::config::RewardConfig`]) into a
 //!   [`Reward`], and scores whole groups for the rollout loop as a [`crate::rollout::GroupScorer`].
+//! - [`ServiceReward`] (`name = "service"`): scores from an external `asrl.v1.RewardService`.
 
 mod answer;
 mod correctness;
@@ -14,6 +16,7 @@ mod length;
 mod numeric;
 mod pattern;
 mod scorer;
+mod service;
 
 pub use answer::{final_answer, normalize_answer, THINK_CLOSE, THINK_OPEN};
 pub use correctness::{CorrectnessMode, CorrectnessReward};
@@ -25,6 +28,7 @@ pub use length::LengthPenalty;
 pub use numeric::{last_number, NumericReward};
 pub use pattern::{MatchTarget, RegexReward};
 pub use scorer::{Reward, RewardConstructor, RewardRegistry, RewardScorer};
+pub use service::{ServiceParams, ServiceReward};
 
 use serde::de::DeserializeOwned;
 
@@ -41,6 +45,9 @@ pub struct RewardInput<'a> {
     pub example_type: &'a str,
     /// Completion length in tokens when the caller knows it (used by `length_penalty`).
     pub completion_tokens: Option<usize>,
+    /// The prompt's id in its GRPO phase when the caller knows it ("" otherwise); sent to an
+    /// external reward service.
+    pub prompt_id: &'a str,
 }
 
 impl<'a> RewardInput<'a> {
@@ -56,11 +63,17 @@ impl<'a> RewardInput<'a> {
             answer,
             example_type,
             completion_tokens: None,
+            prompt_id: "",
         }
     }
 
     pub fn with_completion_tokens(mut self, tokens: usize) -> Self {
         self.completion_tokens = Some(tokens);
+        self
+    }
+
+    pub fn with_prompt_id(mut self, prompt_id: &'a str) -> Self {
+        self.prompt_id = prompt_id;
         self
     }
 }
@@ -69,6 +82,14 @@ impl<'a> RewardInput<'a> {
 pub trait RewardFn: Send + Sync {
     fn name(&self) -> &str;
     fn score(&self, input: &RewardInput<'_>) -> Result<f64, RewardError>;
+
+    /// Scores the completions of one prompt together, one [`Reward`] per input in order: `total`
+    /// is this function's score, `components` optional named parts of it (reported, not summed,
+    /// as `<label>.<name>`). The default calls [`RewardFn::score`] once per input; a function
+    /// with a per-call cost (an external service) overrides it to pay that cost once a group.
+    fn score_group(&self, inputs: &[RewardInput<'_>]) -> Result<Vec<Reward>, RewardError> {
+        inputs.iter().map(|i| Ok(Reward { total: self.score(i)?, components: Default::default() })).collect()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@ use crate::config::{RewardComponentConfig, RewardConfig};
 
 use super::{
     CorrectnessReward, FormatReward, LengthPenalty, NumericReward, RegexReward, RewardError,
-    RewardFn, RewardInput,
+    RewardFn, RewardInput, ServiceReward,
 };
 
 type Params = serde_json::Map<String, serde_json::Value>;
@@ -16,7 +16,8 @@ pub type RewardConstructor =
     Box<dyn Fn(&Params) -> Result<Box<dyn RewardFn>, RewardError> + Send + Sync>;
 
 /// Reward functions by name. [`RewardRegistry::builtin`] knows `format`, `correctness`,
-/// `numeric`, `regex` and `length_penalty`; programs register more (e.g. an external service).
+/// `numeric`, `regex`, `length_penalty` and `service` (an external `asrl.v1.RewardService`);
+/// programs register more.
 pub struct RewardRegistry {
     constructors: BTreeMap<String, RewardConstructor>,
 }
@@ -39,6 +40,7 @@ impl RewardRegistry {
         r.register("length_penalty", |p| {
             Ok(Box::new(LengthPenalty::from_params(p)?))
         });
+        r.register("service", |p| Ok(Box::new(ServiceReward::from_params(p)?)));
         r
     }
 
@@ -157,23 +159,44 @@ impl RewardScorer {
     }
 
     pub fn score(&self, input: &RewardInput<'_>) -> Result<Reward, RewardError> {
-        let mut total = 0.0;
-        let mut components = BTreeMap::new();
+        let mut rewards = self.score_batch(std::slice::from_ref(input))?;
+        Ok(rewards.pop().expect("one reward per input"))
+    }
+
+    /// One [`Reward`] per input, each component called once for all the inputs it applies to
+    /// (one call per group for an external service). A component's named parts are recorded
+    /// as `<label>.<part>`, outside the total.
+    pub fn score_batch(&self, inputs: &[RewardInput<'_>]) -> Result<Vec<Reward>, RewardError> {
+        let mut out = vec![Reward::default(); inputs.len()];
         for c in &self.components {
-            if !c.types.is_empty() && !c.types.iter().any(|t| t == input.example_type) {
+            let applies: Vec<usize> = (0..inputs.len())
+                .filter(|&i| c.types.is_empty() || c.types.iter().any(|t| t == inputs[i].example_type))
+                .collect();
+            if applies.is_empty() {
                 continue;
             }
-            let score = c.reward.score(input)?;
-            if !score.is_finite() {
-                return Err(RewardError::NonFinite {
+            let subset: Vec<RewardInput<'_>> = applies.iter().map(|&i| inputs[i]).collect();
+            let scores = c.reward.score_group(&subset)?;
+            if scores.len() != subset.len() {
+                return Err(RewardError::External {
                     reward: c.label.clone(),
-                    score,
+                    message: format!("{} scores for {} completions", scores.len(), subset.len()),
                 });
             }
-            total += c.weight * score;
-            components.insert(c.label.clone(), score);
+            for (&i, score) in applies.iter().zip(scores) {
+                let non_finite = std::iter::once(score.total).chain(score.components.values().copied()).find(|v| !v.is_finite());
+                if let Some(bad) = non_finite {
+                    return Err(RewardError::NonFinite { reward: c.label.clone(), score: bad });
+                }
+                let reward = &mut out[i];
+                reward.total += c.weight * score.total;
+                reward.components.insert(c.label.clone(), score.total);
+                for (part, v) in score.components {
+                    reward.components.insert(format!("{}.{part}", c.label), v);
+                }
+            }
         }
-        Ok(Reward { total, components })
+        Ok(out)
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use asrl_common::config::DataConfig;
-use asrl_common::data::{approx_token_count, thousands, Example, ExampleEncoder, LiveDataset};
+use asrl_common::data::{approx_token_count, thousands, DataReport, Example, ExampleEncoder, LiveDataset};
 use asrl_common::tokenizer::Tokenizer;
 use clap::{Args, Subcommand};
 
@@ -123,6 +123,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         r.bad_count(),
         r.pending_lines.len()
     )?;
+    write_formats(&mut out, r)?;
     let mut counts = counter.counts.borrow().clone();
     if !counts.is_empty() {
         counts.sort_unstable();
@@ -190,4 +191,18 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         writeln!(out, "... and {} more", r.bad_lines_omitted)?;
     }
     Ok(ExitCode::from(1))
+}
+
+/// Which layout each file's valid lines use (`context/response (paper) 60, messages 2`).
+fn write_formats(out: &mut impl Write, r: &DataReport) -> std::io::Result<()> {
+    writeln!(out, "formats (valid lines per file):")?;
+    for file in &r.files {
+        let counts = r.formats.get(file).filter(|c| !c.is_empty());
+        let text = match counts {
+            None => "no valid lines".to_string(),
+            Some(c) => c.iter().map(|(f, n)| format!("{f} {}", thousands(*n))).collect::<Vec<_>>().join(", "),
+        };
+        writeln!(out, "  {}: {text}", file.display())?;
+    }
+    Ok(())
 }

@@ -14,6 +14,7 @@ use asrl_common::config::{AsrlConfig, GrpcServerConfig, ScheduleKind};
 use asrl_common::data::live_append_path;
 use clap::Args;
 
+use crate::report::TENSORBOARD_DIR;
 use crate::run::{EpochLoop, Rollouts, RunError, RunLayout, RunSummary, StopReason, BEST_ADAPTER, FINAL_ADAPTER};
 use crate::service::{new_learner, serve_learner, LiveFileSink, ServiceOptions};
 
@@ -200,6 +201,10 @@ fn print_summary(s: &RunSummary) {
     });
     for p in &s.plots {
         println!("  {}", p.display());
+    }
+    let board = s.run_dir.join(TENSORBOARD_DIR);
+    if board.is_dir() {
+        println!("  {}/ (tensorboard --logdir {})", board.display(), s.run_dir.display());
     }
 }
 

@@ -1,6 +1,7 @@
-//! Run outputs: the `metrics.jsonl` records, the end-of-run summary table, plots, and the
-//! cross-run Table 1 report.
+//! Run outputs: the `metrics.jsonl` records, the TensorBoard curves, the end-of-run summary
+//! table, plots, and the cross-run Table 1 report.
 
+pub mod board;
 pub mod metrics;
 pub mod plot;
 pub mod table;
@@ -9,6 +10,7 @@ pub mod tensorboard;
 
 use std::path::{Path, PathBuf};
 
+pub use board::{RunBoard, TENSORBOARD_DIR};
 pub use metrics::{
     EpochRecord, EvalRecord, MetricsError, MetricsWriter, PhaseRecord, Record, RunMetrics, RunRecord,
     StepRecord, METRICS_FILE,
@@ -16,6 +18,7 @@ pub use metrics::{
 pub use plot::{plot_runs, Chart, PlotError};
 pub use table::summary_table;
 pub use table1::{render_table1, Table1Options};
+pub use tensorboard::TensorboardError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {

@@ -7,7 +7,7 @@ use asrl_common::fs::FsError;
 use asrl_common::model::ModelError;
 use asrl_common::tokenizer::TokenizerError;
 
-use crate::report::{MetricsError, ReportError};
+use crate::report::{MetricsError, ReportError, TensorboardError};
 use crate::service::ServiceError;
 use crate::training::TrainError;
 
@@ -44,6 +44,8 @@ pub enum RunError {
     Metrics(#[from] MetricsError),
     #[error(transparent)]
     Report(#[from] ReportError),
+    #[error("TensorBoard events (set `run.tensorboard = false` to turn them off): {0}")]
+    Tensorboard(#[from] TensorboardError),
     #[error("rollout service: {0}")]
     Service(#[from] ServiceError),
     #[error("rollout service: the gRPC service stopped")]

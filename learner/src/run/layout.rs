@@ -9,6 +9,7 @@
 //!   best-adapter/        PEFT adapter of the best epoch so far
 //!   final-adapter/       PEFT adapter at the end of the run
 //!   plots/               drawn at the end of the run
+//!   tensorboard/         scalar event files, written as the run goes (`run.tensorboard`)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use asrl_common::fs::replace_dir;
 
 use super::RunError;
-use crate::report::METRICS_FILE;
+use crate::report::{METRICS_FILE, TENSORBOARD_DIR};
 use crate::training::{Policy, TrainError};
 
 /// The best adapter so far (PEFT layout), inside the run directory.
@@ -63,6 +64,9 @@ impl RunLayout {
     pub fn plots(&self) -> PathBuf {
         self.dir.join(PLOTS)
     }
+    pub fn tensorboard(&self) -> PathBuf {
+        self.dir.join(TENSORBOARD_DIR)
+    }
 
     /// Where an orphaned `metrics.jsonl` (a run that died before its first checkpoint) is moved.
     pub fn metrics_set_aside(&self, unix_secs: u64) -> PathBuf {
@@ -70,10 +74,11 @@ impl RunLayout {
     }
 
     /// What a run writes here, for `train --fresh`: the directories (checkpoints, adapters,
-    /// plots) and the files (metrics, trainer log). `checkpoints` is the resolved checkpoint dir.
+    /// plots, TensorBoard events) and the files (metrics, trainer log). `checkpoints` is the
+    /// resolved checkpoint dir.
     pub fn outputs(&self, checkpoints: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
         (
-            vec![checkpoints.to_path_buf(), self.best_adapter(), self.final_adapter(), self.plots()],
+            vec![checkpoints.to_path_buf(), self.best_adapter(), self.final_adapter(), self.plots(), self.tensorboard()],
             vec![self.metrics(), self.trainer_log()],
         )
     }

@@ -14,7 +14,8 @@
 //! - this module: [`EpochLoop`], one epoch end to end, adapter publishing;
 //! - [`setup`]: loading the model, creating or resuming a run;
 //! - [`sft_phase`], [`grpo_phase`], [`eval`]: the phase drivers and validation;
-//! - [`records`]: `metrics.jsonl` records and the progress `GetStatus` reports;
+//! - [`records`]: `metrics.jsonl` records and TensorBoard scalars, the progress `GetStatus`
+//!   reports;
 //! - [`layout`]: the run directory; [`data`]: the epoch's dataset snapshot;
 //!   [`rollouts`]: leased phases seen from the training thread.
 
@@ -38,7 +39,7 @@ use asrl_common::data::{ExampleEncoder, LiveDataset};
 use asrl_common::phase::Phase;
 use asrl_common::rollout::AdapterVersion;
 
-use crate::report::{finish_run, EpochRecord, EvalRecord, MetricsWriter, Record};
+use crate::report::{finish_run, EpochRecord, EvalRecord, MetricsWriter, RunBoard};
 use crate::schedule::{EarlyStopping, History, Schedule, Verdict};
 use crate::service::{Activity, LiveFileSink};
 use crate::training::{LoraPolicy, Trainer};
@@ -82,6 +83,8 @@ pub struct EpochLoop {
     dataset: LiveDataset,
     rollouts: Rollouts,
     metrics: MetricsWriter,
+    /// TensorBoard curves of the same records (`run.tensorboard`).
+    board: Option<RunBoard>,
     schedule: Schedule,
     history: History,
     stopper: EarlyStopping,
@@ -221,20 +224,20 @@ impl EpochLoop {
             record.format_accuracy = Some(gen.format_accuracy);
             record.reward_mean = Some(gen.reward_mean);
             for (ty, (n, acc, reward)) in &gen.by_type {
-                self.metrics.write(&Record::Eval(EvalRecord {
+                self.write_eval(EvalRecord {
                     epoch,
                     example_type: ty.clone(),
                     n: Some(*n),
                     format_accuracy: *acc,
                     reward_mean: Some(*reward),
-                }))?;
+                })?;
             }
         }
 
         let verdict = self.stopper.observe(&record);
         record.stale_epochs = Some(self.stopper.stale());
         record.elapsed_s = Some(self.elapsed());
-        self.metrics.write(&Record::Epoch(record.clone()))?;
+        self.write_epoch(&record)?;
         self.last_train_size = record.train_size;
         self.history.push(record.clone());
         if verdict == Verdict::Improved {

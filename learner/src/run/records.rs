@@ -1,12 +1,12 @@
-//! The run's summary records (`metrics.jsonl`) written from the trainer's own records, and the
-//! progress `GetStatus` reports.
+//! The run's summary records (`metrics.jsonl`) and TensorBoard scalars, written from the
+//! trainer's own records, and the progress `GetStatus` reports.
 
 use std::collections::BTreeMap;
 
 use asrl_common::phase::Phase;
 
 use super::{EpochLoop, RunError};
-use crate::report::{PhaseRecord, Record, StepRecord};
+use crate::report::{EpochRecord, EvalRecord, PhaseRecord, Record, RunBoard, StepRecord, TensorboardError};
 use crate::service::{Activity, Progress};
 use crate::training::{GrpoStepMetrics, PhaseMetrics, SftStepMetrics, StepMetrics};
 
@@ -14,7 +14,8 @@ impl EpochLoop {
     /// The `step` record of an applied SFT step.
     pub(super) fn write_sft_step(&mut self, m: &SftStepMetrics) -> Result<(), RunError> {
         let record = self.step_record(Phase::Sft, &m.core);
-        Ok(self.metrics.write(&Record::Step(record))?)
+        self.metrics.write(&Record::Step(record))?;
+        self.board(|b| b.sft_step(m))
     }
 
     /// The `step` record of an applied GRPO pass.
@@ -25,7 +26,26 @@ impl EpochLoop {
             clip_fraction: Some(m.clip_low_fraction + m.clip_high_fraction),
             ..self.step_record(Phase::Grpo, &m.core)
         };
-        Ok(self.metrics.write(&Record::Step(record))?)
+        self.metrics.write(&Record::Step(record))?;
+        self.board(|b| b.grpo_step(m))
+    }
+
+    pub(super) fn write_eval(&mut self, record: EvalRecord) -> Result<(), RunError> {
+        self.metrics.write(&Record::Eval(record.clone()))?;
+        self.board(|b| b.eval(&record))
+    }
+
+    pub(super) fn write_epoch(&mut self, record: &EpochRecord) -> Result<(), RunError> {
+        self.metrics.write(&Record::Epoch(record.clone()))?;
+        self.board(|b| b.epoch(record))
+    }
+
+    /// Writes to the TensorBoard events when they are on.
+    fn board(&mut self, write: impl FnOnce(&mut RunBoard) -> Result<(), TensorboardError>) -> Result<(), RunError> {
+        match self.board.as_mut() {
+            Some(board) => Ok(write(board)?),
+            None => Ok(()),
+        }
     }
 
     /// `step` counts optimiser steps over the whole run there (the trainer's `global_step`).
@@ -54,7 +74,7 @@ impl EpochLoop {
         sft_fraction: Option<f64>,
         questions: Option<usize>,
     ) -> Result<(), RunError> {
-        self.metrics.write(&Record::Phase(PhaseRecord {
+        let record = PhaseRecord {
             epoch,
             phase,
             steps: m.steps,
@@ -64,8 +84,9 @@ impl EpochLoop {
             questions,
             dropped: (phase == Phase::Grpo).then_some(m.stale_dropped),
             duration_s: Some(m.wall_seconds),
-        }))?;
-        Ok(())
+        };
+        self.metrics.write(&Record::Phase(record.clone()))?;
+        self.board(|b| b.phase(&record))
     }
 
     pub(super) fn set_progress(&self, epoch: usize, activity: Activity, metrics: BTreeMap<String, f64>) {

@@ -10,7 +10,7 @@ use asrl_common::fs::at;
 use asrl_common::model::{LoadedModel, LoraAdapter};
 
 use super::{EpochLoop, RunError, RunLayout, Rollouts};
-use crate::report::{MetricsWriter, Record, RunMetrics, RunRecord};
+use crate::report::{MetricsWriter, Record, RunBoard, RunMetrics, RunRecord};
 use crate::schedule::{EarlyStopping, History, Schedule};
 use crate::training::{LoraPolicy, Trainer, TrainerLog};
 
@@ -84,6 +84,10 @@ impl EpochLoop {
                 model: Some(base_name),
             }))?;
         }
+        let board = match cfg.run.tensorboard {
+            true => Some(RunBoard::create(&layout.tensorboard())?),
+            false => None,
+        };
         let config_path = layout.resolved_config();
         std::fs::write(&config_path, cfg.to_toml_string()?).map_err(at(&config_path))?;
 
@@ -97,6 +101,7 @@ impl EpochLoop {
             dataset,
             rollouts,
             metrics,
+            board,
             schedule,
             history: past.history,
             stopper,
