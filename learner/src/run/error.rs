@@ -52,6 +52,9 @@ pub enum RunError {
     ServiceStopped,
     #[error("interrupted")]
     Interrupted,
+    /// A checkpoint whose run position does not fit the run (or its own trainer state).
+    #[error("cannot resume: {0}")]
+    Resume(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -1,7 +1,7 @@
 //! The GRPO phase driver: prompts leased to the workers, a trainer step every
 //! `grpo.groups_per_step` groups as they arrive, each new adapter published.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 use asrl_common::data::{Example, Snapshot};
@@ -9,34 +9,59 @@ use asrl_common::phase::Phase;
 use asrl_common::rollout::{ExampleKind, PromptWork, RolloutGroup};
 use rand::seq::SliceRandom;
 
+use super::position::{EpochCursor, GrpoCursor};
 use super::{EpochLoop, RunError};
 use crate::service::Activity;
 use crate::training::{GrpoStepMetrics, PhaseMetrics};
 
 impl EpochLoop {
     /// GRPO on `questions` training prompts: lease them to the workers, step every
-    /// `groups_per_step` groups as they arrive, publish each new adapter.
-    pub(super) fn grpo_phase(&mut self, epoch: usize, snapshot: &Snapshot, questions: usize) -> Result<PhaseMetrics, RunError> {
-        let mut order: Vec<usize> = (0..snapshot.train.len()).collect();
-        order.shuffle(self.trainer.rng_mut());
-        order.truncate(questions);
+    /// `groups_per_step` groups as they arrive, publish each new adapter, checkpoint every
+    /// `checkpoint.every_steps`. A cursor already in GRPO (a resumed epoch) leases only the
+    /// questions no update has used yet; groups that arrived after its checkpoint were lost with
+    /// the process and their questions are sampled again.
+    pub(super) fn grpo_phase(&mut self, snapshot: &Snapshot, cursor: &mut EpochCursor, questions: usize) -> Result<PhaseMetrics, RunError> {
+        let epoch = cursor.epoch;
         let per_step = self.cfg.grpo.groups_per_step.max(1);
-        self.trainer.begin_phase(epoch as u64, Phase::Grpo, questions.div_ceil(per_step) as u64)?;
-        let chosen: Vec<&Example> = order.iter().map(|&i| &snapshot.train[i]).collect();
-        let prompts = self.prompt_work(&format!("e{epoch}-q"), &chosen)?;
+        if cursor.grpo.is_none() {
+            let mut order: Vec<usize> = (0..snapshot.train.len()).collect();
+            order.shuffle(self.trainer.rng_mut());
+            order.truncate(questions);
+            self.trainer.begin_phase(epoch as u64, Phase::Grpo, questions.div_ceil(per_step) as u64)?;
+            cursor.grpo = Some(GrpoCursor { questions: order.into_iter().map(|i| i as u32).collect(), trained: Vec::new() });
+        } else {
+            self.check_resumed_phase(epoch, Phase::Grpo)?;
+        }
+        let (all, trained) = cursor.grpo.as_ref().map(|g| (g.questions.clone(), g.trained.clone())).unwrap_or_default();
+        let done: HashSet<u32> = trained.into_iter().collect();
+        let todo: Vec<usize> = (0..all.len()).filter(|p| !done.contains(&(*p as u32))).collect();
+        let prefix = format!("e{epoch}-q");
+        let chosen: Vec<&Example> = todo.iter().map(|&p| &snapshot.train[all[p] as usize]).collect();
+        let mut prompts = self.prompt_work(&prefix, &chosen)?;
+        // Prompt ids are the questions' positions, stable across a resume.
+        for (prompt, &p) in prompts.iter_mut().zip(&todo) {
+            prompt.prompt_id = format!("{prefix}{p}");
+        }
         let started = Instant::now();
-        let mut wait = self.rollouts.start(prompts, self.cfg.sampling.clone())?;
         self.set_progress(epoch, Activity::Training(Phase::Grpo), BTreeMap::new());
-        tracing::info!(epoch, questions, group_size = self.cfg.sampling.n, "GRPO phase: questions leased to the workers");
-        let mut pending: Vec<RolloutGroup> = Vec::new();
-        while let Some(group) = self.rollouts.next(&mut wait)? {
-            pending.push(group);
-            if pending.len() >= per_step || wait.remaining() == 0 {
-                let groups = std::mem::take(&mut pending);
-                for m in self.trainer.grpo_step(&groups)? {
-                    self.after_grpo_step(epoch, &m)?;
+        if !prompts.is_empty() {
+            let mut wait = self.rollouts.start(prompts, self.cfg.sampling.clone())?;
+            tracing::info!(epoch, questions = todo.len(), of = all.len(), group_size = self.cfg.sampling.n, "GRPO phase: questions leased to the workers");
+            let mut pending: Vec<RolloutGroup> = Vec::new();
+            while let Some(group) = self.rollouts.next(&mut wait)? {
+                pending.push(group);
+                if pending.len() >= per_step || wait.remaining() == 0 {
+                    let groups = std::mem::take(&mut pending);
+                    for m in self.trainer.grpo_step(&groups)? {
+                        self.after_grpo_step(epoch, &m)?;
+                    }
+                    self.publish()?;
+                    if let Some(g) = &mut cursor.grpo {
+                        g.trained.extend(groups.iter().filter_map(|grp| question_position(&prefix, &grp.prompt_id)));
+                        g.trained.sort_unstable();
+                    }
+                    self.checkpoint_if_due(cursor)?;
                 }
-                self.publish()?;
             }
         }
         let phase = self.trainer.end_phase()?;
@@ -94,4 +119,9 @@ impl EpochLoop {
             })
             .collect()
     }
+}
+
+/// The question position in a GRPO prompt id `<prefix><position>`.
+fn question_position(prefix: &str, prompt_id: &str) -> Option<u32> {
+    prompt_id.strip_prefix(prefix)?.parse().ok()
 }

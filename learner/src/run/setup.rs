@@ -9,9 +9,10 @@ use asrl_common::data::{ExampleEncoder, LiveDataset};
 use asrl_common::fs::at;
 use asrl_common::model::{LoadedModel, LoraAdapter};
 
+use super::position::{cut_back, RunPosition};
 use super::{EpochLoop, RunError, RunLayout, Rollouts};
 use crate::report::{MetricsWriter, Record, RunBoard, RunMetrics, RunRecord};
-use crate::schedule::{EarlyStopping, History, Schedule};
+use crate::schedule::{EarlyStopping, History, Schedule, Verdict};
 use crate::training::{LoraPolicy, Trainer, TrainerLog};
 
 /// What `metrics.jsonl` says about the epochs a checkpoint completed.
@@ -54,18 +55,39 @@ impl EpochLoop {
         )?;
 
         let resumed = trainer.resume()?;
-        let epochs_done = if resumed {
-            trainer.state().dataset_position.get("epochs_done").and_then(|v| v.as_u64()).unwrap_or(0) as usize
-        } else {
-            0
+        let position: RunPosition = match &resumed {
+            Some(dir) => serde_json::from_value(trainer.state().dataset_position.clone()).map_err(|e| {
+                RunError::Resume(format!("{}: dataset_position: {e}", dir.join("trainer_state.json").display()))
+            })?,
+            None => RunPosition::default(),
         };
+        let epochs_done = position.epochs_done;
         let metrics_path = layout.metrics();
         let mut past = Resumed { history: History::default(), elapsed_before: 0.0, last_train_size: None };
-        if resumed && metrics_path.is_file() {
-            past = replay_metrics(&layout, epochs_done)?;
-            tracing::info!(epochs_done, step = trainer.state().global_step, "resuming the run in {}", layout.dir().display());
+        if let Some(dir) = &resumed {
+            // What the lost process logged after the checkpoint is done again: cut it.
+            let mut cut = 0;
+            if let Some(len) = position.metrics_bytes {
+                cut += cut_back(&metrics_path, len)?;
+            }
+            if let Some(len) = position.trainer_log_bytes {
+                cut_back(&layout.trainer_log(), len)?;
+            }
+            if metrics_path.is_file() {
+                past = replay_metrics(&layout, epochs_done)?;
+            }
+            past.elapsed_before = position.elapsed_s.unwrap_or(past.elapsed_before);
+            let within = position.epoch.as_ref().map_or(String::new(), |c| format!(", inside epoch {}", c.epoch));
+            tracing::info!(
+                epochs_done,
+                step = trainer.state().global_step,
+                metrics_bytes_cut = cut,
+                checkpoint = %dir.display(),
+                "resuming the run in {}{within}",
+                layout.dir().display()
+            );
         } else if metrics_path.is_file() {
-            // Metrics without a checkpoint: a run that died before its first epoch ended. Keep
+            // Metrics without a checkpoint: a run that died before its first checkpoint. Keep
             // them beside the new run's rather than mixing the two.
             let aside = layout.metrics_set_aside(unix_secs());
             std::fs::rename(&metrics_path, &aside).map_err(at(&metrics_path))?;
@@ -76,7 +98,7 @@ impl EpochLoop {
             );
         }
         let mut metrics = MetricsWriter::open(layout.dir())?;
-        if !resumed {
+        if resumed.is_none() {
             metrics.write(&Record::Run(RunRecord {
                 name: cfg.run.name.clone(),
                 schedule: cfg.schedule.kind.as_str().into(),
@@ -92,6 +114,12 @@ impl EpochLoop {
         std::fs::write(&config_path, cfg.to_toml_string()?).map_err(at(&config_path))?;
 
         let (stopper, resumed_verdict) = EarlyStopping::replay(&cfg.schedule, &past.history);
+        let trainer_step = trainer.state().global_step;
+        // Resumed at the end of an epoch that improved: its best adapter may not have been
+        // written before the process died (the checkpoint comes first). Writing it is idempotent.
+        if resumed.is_some() && position.epoch.is_none() && resumed_verdict == Some(Verdict::Improved) {
+            super::layout::save_adapter(trainer.policy(), &layout.best_adapter())?;
+        }
         let schedule = Schedule::new(&cfg.schedule);
         let mut this = Self {
             encoder: ExampleEncoder::new(loaded.tokenizer),
@@ -109,6 +137,8 @@ impl EpochLoop {
             last_train_size: past.last_train_size,
             stop,
             epochs_done,
+            last_checkpoint_step: if resumed.is_some() { trainer_step } else { 0 },
+            resume_at: position.epoch,
             started: Instant::now(),
             elapsed_before: past.elapsed_before,
             published: None,

@@ -2,6 +2,7 @@
 //! trainer behaviour on a tiny bigram policy.
 
 mod bigram;
+mod checkpoints;
 mod parity;
 mod trainer;
 

@@ -207,7 +207,7 @@ fn resume_continues_exactly() {
     drop(first);
 
     let mut second = mk("split");
-    assert!(second.resume().unwrap());
+    assert!(second.resume().unwrap().is_some());
     assert_eq!(second.state().phase, Phase::Grpo);
     assert_eq!(second.state().phase_step, saved_state.phase_step);
     assert_eq!(second.state().global_step, saved_state.global_step);

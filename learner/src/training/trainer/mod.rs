@@ -29,7 +29,7 @@ use super::policy::Policy;
 use super::TrainError;
 
 pub use sft::SftExample;
-pub use state::TrainerState;
+pub use state::{PhaseSoFar, TrainerState};
 
 /// Gradients summed over micro-batches until the optimiser step.
 #[derive(Default)]

@@ -1,25 +1,32 @@
 //! Checkpoint directories `step-<global_step>` under the configured root, each written with
-//! [`asrl_common::fs::replace_dir`]; only the newest K are kept.
+//! [`asrl_common::fs::replace_dir`] (atomic, fsynced) and sealed by a [`manifest`] of its files;
+//! only the newest K are kept. A checkpoint that fails its manifest is renamed
+//! `corrupt-step-…` by [`set_aside`], so neither resuming nor pruning counts it again.
+
+pub mod manifest;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use asrl_common::fs::{at, is_leftover_name, replace_dir};
+use asrl_common::fs::{at, fsync_dir, is_leftover_name, replace_dir, restore_interrupted};
 
 use super::TrainError;
 
 const PREFIX: &str = "step-";
 /// Staging directories of earlier versions (`.tmp-step-…`), removed like today's leftovers.
 const LEGACY_TMP_PREFIX: &str = ".tmp-";
+/// Prefix of a checkpoint set aside as unreadable.
+pub const CORRUPT_PREFIX: &str = "corrupt-";
 
 /// Directory name of the checkpoint after global step `step` (zero-padded: names sort by step).
 pub fn checkpoint_name(step: u64) -> String {
     format!("{PREFIX}{step:010}")
 }
 
-/// Writes checkpoint `name` under `root` with `write(staging_dir)` and makes it visible
-/// atomically. A crash leaves either the previous set of checkpoints or the complete new one
-/// (plus at most a staging directory that the next call removes). Keeps the newest `keep_last`.
+/// Writes checkpoint `name` under `root` with `write(staging_dir)` plus its manifest, and makes
+/// it visible atomically (replacing a checkpoint of the same name in one step). A crash leaves
+/// either the previous set of checkpoints or the complete new one (plus at most a staging
+/// directory that the next call removes). Keeps the newest `keep_last`.
 pub fn write_atomic(
     root: &Path,
     name: &str,
@@ -27,16 +34,21 @@ pub fn write_atomic(
     write: impl FnOnce(&Path) -> Result<(), TrainError>,
 ) -> Result<PathBuf, TrainError> {
     let dst = root.join(name);
-    replace_dir(&dst, write)?;
+    replace_dir(&dst, |tmp| {
+        write(tmp)?;
+        manifest::write(tmp)
+    })?;
     prune(root, keep_last.max(1))?;
     Ok(dst)
 }
 
-/// Complete checkpoints under `root`, oldest first.
+/// Complete checkpoints under `root`, oldest first. A copy that an interrupted replacement
+/// left aside is put back first.
 pub fn list(root: &Path) -> Result<Vec<PathBuf>, TrainError> {
     if !root.exists() {
         return Ok(Vec::new());
     }
+    restore_interrupted(root)?;
     let mut out: Vec<PathBuf> = fs::read_dir(root)
         .map_err(at(root))?
         .filter_map(|e| e.ok())
@@ -50,6 +62,23 @@ pub fn list(root: &Path) -> Result<Vec<PathBuf>, TrainError> {
 /// The newest complete checkpoint, if any.
 pub fn latest(root: &Path) -> Result<Option<PathBuf>, TrainError> {
     Ok(list(root)?.pop())
+}
+
+/// Renames an unreadable checkpoint to `corrupt-<name>` beside it (kept for inspection, never
+/// resumed from or pruned); returns the new path.
+pub fn set_aside(dir: &Path) -> Result<PathBuf, TrainError> {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut dst = dir.with_file_name(format!("{CORRUPT_PREFIX}{name}"));
+    let mut n = 1;
+    while dst.exists() {
+        n += 1;
+        dst = dir.with_file_name(format!("{CORRUPT_PREFIX}{name}.{n}"));
+    }
+    fs::rename(dir, &dst).map_err(at(dir))?;
+    if let Some(parent) = dir.parent() {
+        fsync_dir(parent)?;
+    }
+    Ok(dst)
 }
 
 fn prune(root: &Path, keep_last: usize) -> Result<(), TrainError> {
@@ -91,6 +120,7 @@ mod tests {
         let latest = latest(dir.path()).unwrap().unwrap();
         assert_eq!(latest.file_name().unwrap().to_string_lossy(), checkpoint_name(5));
         assert_eq!(fs::read_to_string(latest.join("x")).unwrap(), "5");
+        assert!(manifest::verify(&latest).unwrap(), "sealed by a manifest");
 
         // Staging directories left by a crash (this version's and the former naming) go at the next write.
         fs::create_dir(dir.path().join(format!(".{}.tmp", checkpoint_name(7)))).unwrap();
@@ -100,5 +130,29 @@ mod tests {
             fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
         all.sort();
         assert_eq!(all, vec![checkpoint_name(4), checkpoint_name(5), checkpoint_name(8)]);
+    }
+
+    #[test]
+    fn a_rewrite_under_the_same_name_is_never_absent_and_a_set_aside_one_is_not_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |text: &'static str| {
+            write_atomic(dir.path(), &checkpoint_name(4), 3, move |d| fs::write(d.join("x"), text).map_err(|e| at(d)(e).into()))
+        };
+        write("mid-epoch").unwrap();
+        let path = write("end of epoch").unwrap();
+        assert_eq!(fs::read_to_string(path.join("x")).unwrap(), "end of epoch");
+        assert!(manifest::verify(&path).unwrap());
+        // As if the rename fallback had been cut between its renames: the listing puts it back.
+        fs::rename(&path, asrl_common::fs::previous_path(&path)).unwrap();
+        assert_eq!(latest(dir.path()).unwrap(), Some(path.clone()));
+
+        let aside = set_aside(&path).unwrap();
+        assert_eq!(aside.file_name().unwrap().to_string_lossy(), format!("{CORRUPT_PREFIX}{}", checkpoint_name(4)));
+        assert_eq!(latest(dir.path()).unwrap(), None);
+        write("again").unwrap();
+        let again = set_aside(&path).unwrap();
+        assert!(again.to_string_lossy().ends_with(".2"), "{}", again.display());
+        write_atomic(dir.path(), &checkpoint_name(9), 1, |_| Ok(())).unwrap();
+        assert!(aside.is_dir() && again.is_dir(), "pruning leaves set-aside checkpoints alone");
     }
 }
