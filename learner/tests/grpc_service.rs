@@ -71,7 +71,7 @@ fn prompts(n: usize) -> Vec<PromptWork> {
 }
 
 async fn start(token: Option<&str>, leases: LeaseConfig, n_prompts: usize) -> Learner {
-    let (service, handle, rx) = new_learner(ServiceOptions { leases, vocab_size: VOCAB }, Some(Arc::new(Sink)));
+    let (service, handle, rx) = new_learner(ServiceOptions::new(leases, VOCAB), Some(Arc::new(Sink)));
     handle.publish_adapter(v(1), b"adapter v1".to_vec()).unwrap();
     let sampling = SamplingParams { n: GROUP, max_new_tokens: 8, ..Default::default() };
     handle.start_phase(prompts(n_prompts), sampling).unwrap();
@@ -169,7 +169,7 @@ async fn auth_token_is_required_when_configured() {
 
 #[tokio::test]
 async fn non_loopback_bind_needs_token_or_explicit_opt_out() {
-    let (service, _h, _rx) = new_learner(ServiceOptions { leases: LeaseConfig::default(), vocab_size: VOCAB }, None);
+    let (service, _h, _rx) = new_learner(ServiceOptions::new(LeaseConfig::default(), VOCAB), None);
     let cfg = GrpcServerConfig { bind: ([0, 0, 0, 0], 0).into(), ..Default::default() };
     match serve_learner(&cfg, service.clone()).await {
         Err(TransportError::Config(m)) => assert!(m.contains("without an auth token"), "{m}"),
@@ -388,7 +388,7 @@ async fn add_examples_over_grpc_are_in_the_live_file_when_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let live = dir.path().join("live.jsonl");
     let sink = Arc::new(asrl_learner::service::LiveFileSink::new(live.clone(), 1 << 20, 0));
-    let (service, _handle, _rx) = new_learner(ServiceOptions { leases: leases(60_000), vocab_size: VOCAB }, Some(sink));
+    let (service, _handle, _rx) = new_learner(ServiceOptions::new(leases(60_000), VOCAB), Some(sink));
     let cfg = GrpcServerConfig { bind: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
     let server = serve_learner(&cfg, service).await.unwrap();
     let ccfg = GrpcClientConfig { url: format!("http://{}", server.local_addr()), ..Default::default() };

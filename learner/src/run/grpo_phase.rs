@@ -39,6 +39,13 @@ impl EpochLoop {
                 self.publish()?;
             }
         }
+        // The phase can end with groups short of a step when its last prompts were abandoned.
+        if !pending.is_empty() {
+            for m in self.trainer.grpo_step(&pending)? {
+                self.after_grpo_step(epoch, &m)?;
+            }
+            self.publish()?;
+        }
         let phase = self.trainer.end_phase()?;
         tracing::info!(
             epoch,
