@@ -6,7 +6,7 @@ use std::time::Duration;
 use asrl_common::config::{GrpcClientConfig, GrpcServerConfig, LeaseConfig, SamplingParams};
 use asrl_common::rollout::{AdapterVersion, ExampleKind, PromptWork, RolloutGroup};
 use asrl_common::transport::{self, fetch_adapter, AuthChannel, RunningServer, TransportError};
-use asrl_learner::service::{new_learner, serve_learner, AddExamplesOutcome, ExampleSink, LearnerHandle, ServiceOptions};
+use asrl_learner::service::{new_learner, serve_learner, AddExamplesOutcome, ExampleSink, LearnerHandle, ServiceOptions, SinkError};
 use asrl_proto::v1 as pb;
 use asrl_proto::v1::learner_client::LearnerClient;
 use tonic::Code;
@@ -41,7 +41,7 @@ impl Learner {
 
 struct Sink;
 impl ExampleSink for Sink {
-    fn add_jsonl(&self, jsonl: &str) -> AddExamplesOutcome {
+    fn add_jsonl(&self, jsonl: &str) -> Result<AddExamplesOutcome, SinkError> {
         let mut out = AddExamplesOutcome::default();
         for (i, line) in jsonl.lines().enumerate() {
             if line.starts_with('{') {
@@ -50,7 +50,7 @@ impl ExampleSink for Sink {
                 out.rejected.push((i as u32 + 1, "not a JSON object".into()));
             }
         }
-        out
+        Ok(out)
     }
     fn dataset_size(&self) -> u64 {
         42
@@ -325,8 +325,12 @@ async fn bad_requests_get_precise_statuses_and_change_nothing() {
     let ae = c.add_examples(pb::AddExamplesRequest { jsonl: "  ".into() }).await.unwrap_err();
     assert_eq!(ae.code(), Code::InvalidArgument);
 
-    // Nothing above changed the state: the lease is still open and a valid submission counts.
+    // Nothing reached the trainer. The first invalid answer re-queued the lease's prompts
+    // (counted once each, not per rejection); a valid answer still counts, once.
     assert!(l.rx.try_recv().is_err());
+    let s = c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!((s.prompts_pending, s.prompts_leased, s.abandoned_prompts), (2, 0, 0), "{s:?}");
+    assert!(s.rejected_groups >= 2 && s.last_failure.contains("invalid_submission"), "{s:?}");
     let ok = c.submit_groups(submission(w, &ls)).await.unwrap().into_inner();
     assert_eq!(ok.accepted, 2);
     assert_eq!(l.rx.try_iter().count(), 2);
