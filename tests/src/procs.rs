@@ -170,9 +170,11 @@ pub fn grpo_phase_completions(run: &Path) -> Vec<u64> {
 }
 
 /// A loopback TCP proxy to `upstream`. While `cuts_left` > 0, a client→server read of at least
-/// `cut_at_bytes` (only a `SubmitGroups` request is that large here) is forwarded whole and then
-/// both sides are closed before any reply can come back: the learner has the request, the
-/// worker never hears the answer.
+/// `cut_at_bytes` (only a `SubmitGroups` request is that large here) is forwarded whole, the
+/// reply is held back for [`CUT_HOLD`] (time for the learner to apply the request) and then both
+/// sides are closed: the learner has applied the request, the worker never hears the answer.
+pub const CUT_HOLD: Duration = Duration::from_millis(300);
+
 pub struct CutProxy {
     pub addr: std::net::SocketAddr,
     pub cuts: Arc<AtomicUsize>,
@@ -212,6 +214,7 @@ async fn pipe(client: TcpStream, server: TcpStream, cut_at: usize, max_cuts: usi
                 cuts.fetch_add(1, Ordering::SeqCst);
                 let _ = sw.flush().await;
                 let _ = cut_tx.send(true);
+                tokio::time::sleep(CUT_HOLD).await;
                 return;
             }
         }
@@ -224,7 +227,11 @@ async fn pipe(client: TcpStream, server: TcpStream, cut_at: usize, max_cuts: usi
                     Ok(0) | Err(_) => return,
                     Ok(n) => if cw.write_all(&buf[..n]).await.is_err() { return },
                 },
-                _ = cut_rx.changed() => return,
+                // Stop forwarding replies; the connection closes after the hold.
+                _ = cut_rx.changed() => {
+                    tokio::time::sleep(CUT_HOLD).await;
+                    return;
+                }
             }
         }
     };
