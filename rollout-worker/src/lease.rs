@@ -113,10 +113,8 @@ impl<E: RolloutEngine> Loop<E> {
         if !groups.is_empty() {
             self.submit(client, worker_id, lease_id, groups, seconds, generated_tokens).await?;
         }
-        let mut st = self.status.lock();
-        st.current_lease_id = 0;
         if seconds > 0.0 && generated_tokens > 0 {
-            st.tokens_per_second = generated_tokens as f64 / seconds;
+            self.status.lock().tokens_per_second = generated_tokens as f64 / seconds;
         }
         Ok(())
     }

@@ -242,7 +242,10 @@ impl<E: RolloutEngine> Loop<E> {
                     continue;
                 }
             };
-            if let Err(end) = self.run_lease(client, worker_id, lease).await {
+            let done = self.run_lease(client, worker_id, lease).await;
+            // Answered (or given back) either way: heartbeats stop naming it.
+            self.status.lock().current_lease_id = 0;
+            if let Err(end) = done {
                 return end;
             }
         }
