@@ -13,6 +13,10 @@
 #               built if missing)
 #   after --     extra arguments for `asrl-learner train` (e.g. --fresh, --epochs 5, --run-dir D)
 #
+# A worker that dies (crash, OOM kill, kill -9) is restarted with backoff (1 s doubling to 60 s;
+# back to 1 s once a worker has run for 60 s), and the script says so; its prompts go to the
+# other workers meanwhile (the learner re-queues a silent worker's leases).
+#
 # Ctrl-C (or SIGTERM) stops the learner at a safe point (run the same command again to resume from its last
 # checkpoint) and the workers after their current call.
 set -euo pipefail
@@ -27,7 +31,7 @@ while [[ $# -gt 0 ]]; do
     --logs) logs=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^set -e/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -58,14 +62,16 @@ logs=${logs:-$run_dir/logs}
 mkdir -p "$logs"
 rm -f "$logs/learner.addr"
 
-pids=()
+learner_pid=""
+worker_pids=()
+all_pids() { echo "$learner_pid" "${worker_pids[@]}"; }
 stop() {
   trap - INT TERM
   echo
   echo "== stopping (learner checkpoints at its next safe point; rerun to resume)"
   # TERM, not INT: background children of a non-interactive shell ignore SIGINT.
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for pid in $(all_pids); do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in $(all_pids); do wait "$pid" 2>/dev/null || true; done
   exit 130
 }
 trap stop INT TERM
@@ -73,7 +79,6 @@ trap stop INT TERM
 "$learner_bin" train --config "$config" --addr-file "$logs/learner.addr" "${extra[@]}" \
   >"$logs/summary.txt" 2>"$logs/learner.log" &
 learner_pid=$!
-pids+=("$learner_pid")
 
 # Healthy = the address file exists: it is written once the service reports SERVING.
 for _ in $(seq 1 600); do
@@ -89,26 +94,64 @@ done
 addr=$(cat "$logs/learner.addr")
 echo "== learner healthy on $addr (run dir $run_dir)"
 
+# Workers reach the learner over https when the config sets up TLS.
+scheme=http
+[[ -n "$("$learner_bin" config --config "$config" --get learner.tls_cert 2>/dev/null)" ||
+   -n "$("$learner_bin" config --config "$config" --get learner.tls_ca 2>/dev/null)" ]] && scheme=https
+
 IFS=, read -r -a device_list <<<"$devices"
+worker_started=() worker_delay=() worker_due=()
+start_worker() {
+  local i=$1
+  # Appends: a restarted worker's log follows its predecessor's.
+  "$worker_bin" run --config "$config" --learner "$scheme://$addr" --device "${device_list[$i]}" --name "worker-$i" \
+    >>"$logs/worker-$i.log" 2>&1 &
+  worker_pids[$i]=$!
+  worker_started[$i]=$SECONDS
+  worker_due[$i]=0
+}
 for i in "${!device_list[@]}"; do
-  dev=${device_list[$i]}
-  "$worker_bin" run --config "$config" --learner "http://$addr" --device "$dev" --name "worker-$i" \
-    >"$logs/worker-$i.log" 2>&1 &
-  pids+=("$!")
-  echo "== worker-$i on $dev"
+  : >"$logs/worker-$i.log"
+  worker_delay[$i]=1
+  start_worker "$i"
+  echo "== worker-$i on ${device_list[$i]}"
 done
 echo "== logs: $logs/learner.log, $logs/worker-N.log; status: grpcurl -plaintext $addr asrl.v1.Learner/GetStatus"
 echo "== Ctrl-C stops everything"
+
+# Restarts dead workers with backoff while the learner runs.
+supervise_workers() {
+  local i pid code
+  for i in "${!device_list[@]}"; do
+    pid=${worker_pids[$i]}
+    if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
+      code=0
+      wait "$pid" 2>/dev/null || code=$?
+      (( SECONDS - worker_started[$i] >= 60 )) && worker_delay[$i]=1
+      echo "== worker-$i exited (status $code); restarting it in ${worker_delay[$i]} s (log: $logs/worker-$i.log)"
+      worker_pids[$i]=""
+      worker_due[$i]=$(( SECONDS + worker_delay[$i] ))
+      worker_delay[$i]=$(( worker_delay[$i] * 2 > 60 ? 60 : worker_delay[$i] * 2 ))
+    elif [[ -z "$pid" ]] && (( SECONDS >= worker_due[$i] )); then
+      start_worker "$i"
+      echo "== worker-$i restarted (pid ${worker_pids[$i]})"
+    fi
+  done
+}
 
 # Progress: the learner's epoch-level lines as they come (tail ends with the learner).
 tail -n +1 -F --pid="$learner_pid" "$logs/learner.log" 2>/dev/null |
   grep --line-buffered -E "epoch [0-9]+:|phase done|validation generations|epoch [0-9]+ done|early stopping|ERROR|error:" |
   sed -u -E 's/^[^ ]+ +[A-Z]+ +[a-z_:]+: //' &
 
+while kill -0 "$learner_pid" 2>/dev/null; do
+  supervise_workers
+  sleep 0.5
+done
 status=0
 wait "$learner_pid" || status=$?
-for pid in "${pids[@]:1}"; do kill -TERM "$pid" 2>/dev/null || true; done
-for pid in "${pids[@]:1}"; do wait "$pid" 2>/dev/null || true; done
+for pid in "${worker_pids[@]}"; do [[ -n "$pid" ]] && kill -TERM "$pid" 2>/dev/null || true; done
+for pid in "${worker_pids[@]}"; do [[ -n "$pid" ]] && wait "$pid" 2>/dev/null || true; done
 echo
 if [[ $status -eq 0 ]]; then
   cat "$logs/summary.txt"

@@ -123,6 +123,71 @@ impl SamplingArgs {
     }
 }
 
+/// The environment variable both binaries read the shared auth token from.
+pub const TOKEN_ENV: &str = "ASRL_TOKEN";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("--token-file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--token-file {0}: empty (the token is its first line)")]
+    Empty(PathBuf),
+    #[error("${TOKEN_ENV} is set but empty")]
+    EmptyEnv,
+}
+
+/// Where the shared auth token comes from, besides the config file. Flattened into
+/// `asrl-learner train` and `asrl-rollout-worker run`; both keep it off their command line
+/// (`ps`) and, with [`crate::config::AsrlConfig::redacted`], off the run directory.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TokenArgs {
+    /// File whose first line is the shared auth token (overrides $ASRL_TOKEN and
+    /// `learner.auth_token`). Keep it private (mode 600).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl TokenArgs {
+    /// `--token-file`, else `flag` (a `--token` value where a command has one), else
+    /// `$ASRL_TOKEN`, else `config` (the config's `learner.auth_token`).
+    pub fn resolve(&self, flag: Option<&str>, config: Option<String>) -> Result<Option<String>, TokenError> {
+        if let Some(path) = &self.token_file {
+            return read_token_file(path).map(Some);
+        }
+        if let Some(t) = flag {
+            return Ok(Some(t.trim().to_string()).filter(|t| !t.is_empty()).or(config));
+        }
+        match std::env::var(TOKEN_ENV) {
+            Ok(t) if t.trim().is_empty() => Err(TokenError::EmptyEnv),
+            Ok(t) => Ok(Some(t.trim().to_string())),
+            Err(_) => Ok(config),
+        }
+    }
+}
+
+/// The first line of `path`, trimmed; warns when others may read the file.
+pub fn read_token_file(path: &Path) -> Result<String, TokenError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read { path: path.to_path_buf(), source })?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        return Err(TokenError::Empty(path.to_path_buf()));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(file = %path.display(), "the token file is readable by other users: chmod 600 it");
+            }
+        }
+    }
+    Ok(token.to_string())
+}
+
 /// Parses the command line. `--help` and `--version` print and exit 0; a usage error prints one
 /// `error: ...` line (clap's first paragraph, e.g. with the possible values) and exits 2.
 pub fn parse_or_exit<P: Parser>() -> P {
@@ -205,5 +270,21 @@ mod tests {
         let device = render(&["x", "--model", "m", "--device", "gpu"]);
         assert!(device.contains("gpu") && device.contains("cuda:N"), "{device}");
         assert!(!device.contains('\n'));
+    }
+
+    #[test]
+    fn token_file_wins_and_is_read_from_its_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  s3cret \nignored\n").unwrap();
+        let args = TokenArgs { token_file: Some(file.clone()) };
+        assert_eq!(args.resolve(Some("flag"), Some("cfg".into())).unwrap().as_deref(), Some("s3cret"));
+        // Without a file, a --token flag beats the config.
+        let none = TokenArgs::default();
+        assert_eq!(none.resolve(Some("flag"), Some("cfg".into())).unwrap().as_deref(), Some("flag"));
+        std::fs::write(&file, "\n").unwrap();
+        assert!(matches!(args.resolve(None, None), Err(TokenError::Empty(_))));
+        let missing = TokenArgs { token_file: Some(dir.path().join("nope")) };
+        assert!(missing.resolve(None, None).unwrap_err().to_string().contains("nope"));
     }
 }

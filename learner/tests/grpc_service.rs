@@ -6,7 +6,7 @@ use std::time::Duration;
 use asrl_common::config::{GrpcClientConfig, GrpcServerConfig, LeaseConfig, SamplingParams};
 use asrl_common::rollout::{AdapterVersion, ExampleKind, PromptWork, RolloutGroup};
 use asrl_common::transport::{self, fetch_adapter, AuthChannel, RunningServer, TransportError};
-use asrl_learner::service::{new_learner, serve_learner, AddExamplesOutcome, ExampleSink, LearnerHandle, ServiceOptions};
+use asrl_learner::service::{new_learner, serve_learner, AddExamplesOutcome, ExampleSink, LearnerHandle, ServiceOptions, SinkError};
 use asrl_proto::v1 as pb;
 use asrl_proto::v1::learner_client::LearnerClient;
 use tonic::Code;
@@ -41,7 +41,7 @@ impl Learner {
 
 struct Sink;
 impl ExampleSink for Sink {
-    fn add_jsonl(&self, jsonl: &str) -> AddExamplesOutcome {
+    fn add_jsonl(&self, jsonl: &str) -> Result<AddExamplesOutcome, SinkError> {
         let mut out = AddExamplesOutcome::default();
         for (i, line) in jsonl.lines().enumerate() {
             if line.starts_with('{') {
@@ -50,7 +50,7 @@ impl ExampleSink for Sink {
                 out.rejected.push((i as u32 + 1, "not a JSON object".into()));
             }
         }
-        out
+        Ok(out)
     }
     fn dataset_size(&self) -> u64 {
         42
@@ -71,7 +71,7 @@ fn prompts(n: usize) -> Vec<PromptWork> {
 }
 
 async fn start(token: Option<&str>, leases: LeaseConfig, n_prompts: usize) -> Learner {
-    let (service, handle, rx) = new_learner(ServiceOptions { leases, vocab_size: VOCAB }, Some(Arc::new(Sink)));
+    let (service, handle, rx) = new_learner(ServiceOptions::new(leases, VOCAB), Some(Arc::new(Sink)));
     handle.publish_adapter(v(1), b"adapter v1".to_vec()).unwrap();
     let sampling = SamplingParams { n: GROUP, max_new_tokens: 8, ..Default::default() };
     handle.start_phase(prompts(n_prompts), sampling).unwrap();
@@ -169,7 +169,7 @@ async fn auth_token_is_required_when_configured() {
 
 #[tokio::test]
 async fn non_loopback_bind_needs_token_or_explicit_opt_out() {
-    let (service, _h, _rx) = new_learner(ServiceOptions { leases: LeaseConfig::default(), vocab_size: VOCAB }, None);
+    let (service, _h, _rx) = new_learner(ServiceOptions::new(LeaseConfig::default(), VOCAB), None);
     let cfg = GrpcServerConfig { bind: ([0, 0, 0, 0], 0).into(), ..Default::default() };
     match serve_learner(&cfg, service.clone()).await {
         Err(TransportError::Config(m)) => assert!(m.contains("without an auth token"), "{m}"),
@@ -325,8 +325,12 @@ async fn bad_requests_get_precise_statuses_and_change_nothing() {
     let ae = c.add_examples(pb::AddExamplesRequest { jsonl: "  ".into() }).await.unwrap_err();
     assert_eq!(ae.code(), Code::InvalidArgument);
 
-    // Nothing above changed the state: the lease is still open and a valid submission counts.
+    // Nothing reached the trainer. The first invalid answer re-queued the lease's prompts
+    // (counted once each, not per rejection); a valid answer still counts, once.
     assert!(l.rx.try_recv().is_err());
+    let s = c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!((s.prompts_pending, s.prompts_leased, s.abandoned_prompts), (2, 0, 0), "{s:?}");
+    assert!(s.rejected_groups >= 2 && s.last_failure.contains("invalid_submission"), "{s:?}");
     let ok = c.submit_groups(submission(w, &ls)).await.unwrap().into_inner();
     assert_eq!(ok.accepted, 2);
     assert_eq!(l.rx.try_iter().count(), 2);
@@ -388,7 +392,7 @@ async fn add_examples_over_grpc_are_in_the_live_file_when_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let live = dir.path().join("live.jsonl");
     let sink = Arc::new(asrl_learner::service::LiveFileSink::new(live.clone(), 1 << 20, 0));
-    let (service, _handle, _rx) = new_learner(ServiceOptions { leases: leases(60_000), vocab_size: VOCAB }, Some(sink));
+    let (service, _handle, _rx) = new_learner(ServiceOptions::new(leases(60_000), VOCAB), Some(sink));
     let cfg = GrpcServerConfig { bind: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
     let server = serve_learner(&cfg, service).await.unwrap();
     let ccfg = GrpcClientConfig { url: format!("http://{}", server.local_addr()), ..Default::default() };

@@ -1,15 +1,19 @@
 //! The rollout loop: register, heartbeat, lease work, fetch the adapter version the lease
-//! requires, generate and score each group, submit, repeat. A learner that goes away is
-//! reconnected with backoff; a learner that forgot this worker (restart) is re-registered.
+//! requires, generate and score each group, submit, repeat (one lease: `lease.rs`).
+//!
+//! Failures are contained: a transient RPC failure is retried with backoff against the same
+//! registration (and the same submission: `SubmitGroups` is idempotent); a per-prompt engine,
+//! reward or adapter failure gives that prompt back to the learner with its reason and the
+//! worker goes on. Only a learner that forgot this worker (restart) makes it register again, and
+//! only a lost engine (a panic it could not recover from) ends it.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use asrl_common::config::{GrpcClientConfig, SamplingParams};
-use asrl_common::rollout::{AdapterVersion, GroupScoreError, GroupScorer, PromptWork, ScoredCompletion};
-use asrl_common::sample::Completion;
-use asrl_common::transport::convert::{completion_to_wire, prompt_from_wire, sampling_from_wire};
-use asrl_common::transport::{self, fetch_adapter_into, recycle_buffer, with_deadline, AuthChannel, Backoff, FetchError};
+use asrl_common::config::GrpcClientConfig;
+use asrl_common::rollout::{AdapterVersion, GroupScoreError, GroupScorer};
+use asrl_common::transport::{self, with_deadline, AuthChannel, Backoff};
 use asrl_proto::v1 as pb;
 use asrl_proto::v1::learner_client::LearnerClient;
 use tokio::sync::watch;
@@ -17,6 +21,8 @@ use tonic::{Code, Status};
 
 use crate::engine::{EngineError, RolloutEngine};
 use crate::status::WorkerStatusHandle;
+
+pub use crate::lease::prompt_seed;
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -46,7 +52,7 @@ pub enum WorkerError {
 }
 
 /// Why a session with the learner ended.
-enum SessionEnd {
+pub(crate) enum SessionEnd {
     Shutdown,
     /// Connection-level failure: reconnect after a backoff.
     Reconnect(Status),
@@ -65,11 +71,16 @@ fn forgot_me(status: &Status) -> bool {
     status.code() == Code::NotFound && status.message().starts_with("worker_id")
 }
 
-/// Maps a failed call to how the session continues; `None`: log and carry on.
-fn classify(rpc: &str, status: Status) -> Option<SessionEnd> {
-    if transport::is_transient(&status) {
-        return Some(SessionEnd::Reconnect(status));
-    }
+/// Worth the same call again: a dropped connection or a restarting learner (UNAVAILABLE, a
+/// transport-level UNKNOWN) or a call that ran out of time. Every learner call a worker makes
+/// may be repeated: `SubmitGroups` and `ReturnPrompts` are idempotent, and a lease whose
+/// `LeaseWork` reply was lost is re-queued once heartbeats stop naming it.
+pub fn retryable(status: &Status) -> bool {
+    transport::is_transient(status) || status.code() == Code::DeadlineExceeded
+}
+
+/// Maps a failed call (after its retries) to how the session continues; `None`: log, carry on.
+pub(crate) fn classify(rpc: &str, status: Status) -> Option<SessionEnd> {
     if forgot_me(&status) {
         return Some(SessionEnd::Reregister);
     }
@@ -77,15 +88,17 @@ fn classify(rpc: &str, status: Status) -> Option<SessionEnd> {
     None
 }
 
-struct Loop<E: RolloutEngine> {
-    opts: WorkerOptions,
+pub(crate) struct Loop<E: RolloutEngine> {
+    pub(crate) opts: WorkerOptions,
     engine: Option<E>,
-    reward: Arc<dyn GroupScorer>,
-    status: WorkerStatusHandle,
-    loaded_version: AdapterVersion,
+    pub(crate) reward: Arc<dyn GroupScorer>,
+    pub(crate) status: WorkerStatusHandle,
+    pub(crate) loaded_version: AdapterVersion,
     /// The last adapter's receive buffer, reused for the next download (its pages are already
     /// mapped: ~20-40 ms less per 80 MB adapter than fresh memory).
-    adapter_buf: Vec<u8>,
+    pub(crate) adapter_buf: Vec<u8>,
+    /// The learner's bound on |reward| (from registration; infinite when it states none).
+    pub(crate) max_abs_reward: f64,
 }
 
 /// Runs until `shutdown` turns true (or its sender is dropped), or a fatal error.
@@ -97,7 +110,15 @@ pub async fn run_worker<E: RolloutEngine>(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), WorkerError> {
     let mut backoff = Backoff::from_config(&opts.client);
-    let mut this = Loop { opts, engine: Some(engine), reward, status, loaded_version: AdapterVersion::NONE, adapter_buf: Vec::new() };
+    let mut this = Loop {
+        opts,
+        engine: Some(engine),
+        reward,
+        status,
+        loaded_version: AdapterVersion::NONE,
+        adapter_buf: Vec::new(),
+        max_abs_reward: f64::INFINITY,
+    };
     loop {
         if *shutdown.borrow() {
             return Ok(());
@@ -128,8 +149,29 @@ pub async fn run_worker<E: RolloutEngine>(
 }
 
 impl<E: RolloutEngine> Loop<E> {
-    fn unary_deadline(&self) -> Duration {
+    pub(crate) fn unary_deadline(&self) -> Duration {
         Duration::from_millis(self.opts.client.request_timeout_ms)
+    }
+
+    /// Runs `op` until it succeeds or fails with a status not worth retrying (see
+    /// [`retryable`]), sleeping with backoff in between. The same registration throughout.
+    pub(crate) async fn retrying<T, F, Fut>(&self, rpc: &'static str, mut op: F) -> Result<T, Status>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let mut backoff = Backoff::from_config(&self.opts.client);
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(s) if retryable(&s) => {
+                    let wait = backoff.next_delay();
+                    tracing::warn!(rpc, code = ?s.code(), message = s.message(), retry_in_ms = wait.as_millis() as u64, "learner call failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(s) => return Err(s),
+            }
+        }
     }
 
     async fn session(&mut self, mut client: LearnerClient<AuthChannel>, shutdown: &mut watch::Receiver<bool>) -> SessionEnd {
@@ -140,10 +182,11 @@ impl<E: RolloutEngine> Loop<E> {
         };
         let reg = match client.register(with_deadline(register, self.unary_deadline())).await {
             Ok(r) => r.into_inner(),
-            Err(s) if transport::is_transient(&s) => return SessionEnd::Reconnect(s),
+            Err(s) if retryable(&s) => return SessionEnd::Reconnect(s),
             Err(s) => return SessionEnd::Fatal(WorkerError::Register(s)),
         };
         let worker_id = reg.worker_id;
+        self.max_abs_reward = if reg.max_abs_reward > 0.0 { reg.max_abs_reward } else { f64::INFINITY };
         // A restarted learner numbers its adapters again from its checkpoint: a version this
         // worker holds may now name other weights, so fetch afresh.
         self.loaded_version = AdapterVersion::NONE;
@@ -168,7 +211,15 @@ impl<E: RolloutEngine> Loop<E> {
         loop {
             self.status.set_state("idle");
             let req = pb::LeaseWorkRequest { worker_id, max_prompts: self.opts.max_prompts };
-            let outcome = match client.lease_work(with_deadline(req, self.unary_deadline())).await {
+            let deadline = self.unary_deadline();
+            let result = self
+                .retrying("LeaseWork", || {
+                    let mut c = client.clone();
+                    let req = req.clone();
+                    async move { c.lease_work(with_deadline(req, deadline)).await }
+                })
+                .await;
+            let outcome = match result {
                 Ok(r) => r.into_inner().outcome,
                 Err(s) => match classify("LeaseWork", s) {
                     Some(end) => return end,
@@ -191,134 +242,26 @@ impl<E: RolloutEngine> Loop<E> {
                     continue;
                 }
             };
-            if let Err(end) = self.run_lease(client, worker_id, lease).await {
+            let done = self.run_lease(client, worker_id, lease).await;
+            // Answered (or given back) either way: heartbeats stop naming it.
+            self.status.lock().current_lease_id = 0;
+            if let Err(end) = done {
                 return end;
             }
         }
     }
 
-    /// One lease end to end. `Err` ends the session; a lease that cannot be done is dropped
-    /// (the learner re-leases it after its deadline).
-    async fn run_lease(&mut self, client: &mut LearnerClient<AuthChannel>, worker_id: u64, lease: pb::Lease) -> Result<(), SessionEnd> {
-        let lease_id = lease.lease_id;
-        let parsed = sampling_from_wire(lease.sampling, "lease.sampling").and_then(|s| {
-            let prompts = lease
-                .prompts
-                .into_iter()
-                .enumerate()
-                .map(|(i, p)| prompt_from_wire(p, &format!("lease.prompts[{i}]")))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok((s, prompts))
-        });
-        let (sampling, prompts) = match parsed {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(lease_id, error = %e, "malformed lease dropped");
-                return Ok(());
-            }
-        };
-        self.status.lock().current_lease_id = lease_id;
-
-        let lease_version = AdapterVersion::new(lease.adapter_version);
-        if lease_version != self.loaded_version {
-            self.status.set_state("fetching-adapter");
-            let deadline = Duration::from_millis(self.opts.client.adapter_fetch_timeout_ms);
-            let buf = std::mem::take(&mut self.adapter_buf);
-            let payload = match fetch_adapter_into(client, worker_id, lease_version, deadline, buf).await {
-                Ok(p) => p,
-                Err(FetchError::Rpc(s)) => match classify("FetchAdapter", s) {
-                    Some(end) => return Err(end),
-                    None => return Ok(()),
-                },
-                Err(FetchError::Transfer(e)) => {
-                    tracing::error!(lease_id, error = %e, "adapter download failed verification; lease dropped");
-                    return Ok(());
-                }
-            };
-            let version = payload.version;
-            let bytes = self
-                .with_engine(move |engine| {
-                    engine.load_adapter(version, &payload.bytes).map_err(WorkerError::Engine)?;
-                    Ok(payload.bytes)
-                })
-                .await
-                .map_err(SessionEnd::Fatal)?;
-            self.adapter_buf = recycle_buffer(bytes);
-            self.loaded_version = version;
-            self.status.lock().adapter_version = version.get();
-            tracing::info!(version = version.get(), "adapter loaded");
-        }
-
-        self.status.set_state("generating");
-        let started = Instant::now();
-        let mut generated_tokens = 0u64;
-        let mut groups = Vec::with_capacity(prompts.len());
-        for prompt in prompts {
-            let params = SamplingParams { seed: prompt_seed(sampling.seed, &prompt.prompt_id), ..sampling.clone() };
-            let reward = self.reward.clone();
-            let (prompt, scored) = self
-                .with_engine(move |engine| {
-                    let completions = engine.sample_group(&prompt, &params).map_err(WorkerError::Engine)?;
-                    check_group(&prompt, &params, &completions)?;
-                    let rewards = reward.score_group(&prompt, &completions)?;
-                    if rewards.len() != completions.len() {
-                        return Err(WorkerError::BadGroup {
-                            prompt_id: prompt.prompt_id.clone(),
-                            message: format!("{} reward scores for {} completions", rewards.len(), completions.len()),
-                        });
-                    }
-                    let scored = completions
-                        .into_iter()
-                        .zip(rewards)
-                        .map(|(completion, reward)| ScoredCompletion { completion, reward })
-                        .collect::<Vec<_>>();
-                    Ok((prompt, scored))
-                })
-                .await
-                .map_err(SessionEnd::Fatal)?;
-            generated_tokens += scored.iter().map(|c| c.completion.tokens.len() as u64).sum::<u64>();
-            groups.push(group_to_wire(&prompt, &scored));
-        }
-        let seconds = started.elapsed().as_secs_f64();
-
-        self.status.set_state("submitting");
-        let n_groups = groups.len() as u64;
-        let req = pb::SubmitGroupsRequest {
-            lease_id,
-            worker_id,
-            adapter_version: self.loaded_version.get(),
-            groups,
-            timings: Some(pb::Timings { generation_seconds: seconds, generated_tokens }),
-        };
-        match client.submit_groups(with_deadline(req, self.unary_deadline())).await {
-            Ok(r) => {
-                let r = r.into_inner();
-                tracing::info!(lease_id, accepted = r.accepted, duplicates = r.duplicates, stale = r.stale, "groups submitted");
-            }
-            Err(s) => {
-                if let Some(end) = classify("SubmitGroups", s) {
-                    return Err(end);
-                }
-            }
-        }
-        let mut st = self.status.lock();
-        st.groups_completed += n_groups;
-        st.current_lease_id = 0;
-        if seconds > 0.0 {
-            st.tokens_per_second = generated_tokens as f64 / seconds;
-        }
-        Ok(())
-    }
-
-    /// Runs `f` on a blocking thread with the engine moved in and back out.
-    async fn with_engine<T, F>(&mut self, f: F) -> Result<T, WorkerError>
+    /// Runs `f` on a blocking thread with the engine moved in and back out. A panic in `f` is
+    /// caught there and reported as an engine error, so the engine (and the worker) live on.
+    pub(crate) async fn with_engine<T, F>(&mut self, f: F) -> Result<T, WorkerError>
     where
         T: Send + 'static,
         F: FnOnce(&mut E) -> Result<T, WorkerError> + Send + 'static,
     {
         let mut engine = self.engine.take().ok_or_else(|| WorkerError::Join("engine lost by an earlier panic".into()))?;
         let (engine, result) = tokio::task::spawn_blocking(move || {
-            let r = f(&mut engine);
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut engine)))
+                .unwrap_or_else(|panic| Err(WorkerError::Engine(format!("engine panicked: {}", panic_message(&panic)).into())));
             (engine, r)
         })
         .await
@@ -344,40 +287,29 @@ async fn heartbeat_loop(
                 tokens_per_second: s.tokens_per_second,
                 adapter_version: s.adapter_version,
                 lease_id: s.current_lease_id,
+                lease_ids: Vec::new(),
             }
         };
-        if let Err(s) = client.heartbeat(with_deadline(req, deadline)).await {
-            if let Some(end) = classify("Heartbeat", s) {
-                return end;
+        // A missed heartbeat is not retried: the next one follows within the interval, and
+        // the learner tolerates a few missing before it drops this worker.
+        match client.heartbeat(with_deadline(req, deadline)).await {
+            Ok(_) => {}
+            Err(s) if retryable(&s) => {
+                tracing::warn!(code = ?s.code(), message = s.message(), "heartbeat failed; trying again next interval");
+            }
+            Err(s) => {
+                if let Some(end) = classify("Heartbeat", s) {
+                    return end;
+                }
             }
         }
     }
 }
 
-/// A per-prompt seed: the lease's seed mixed with the prompt id (FNV-1a), so prompts of one
-/// lease are sampled independently yet reproducibly.
-pub fn prompt_seed(seed: u64, prompt_id: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
-    for b in prompt_id.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
-fn check_group(prompt: &PromptWork, params: &SamplingParams, completions: &[Completion]) -> Result<(), WorkerError> {
-    let bad = |message: String| WorkerError::BadGroup { prompt_id: prompt.prompt_id.clone(), message };
-    if completions.len() != params.n {
-        return Err(bad(format!("{} completions, group size {}", completions.len(), params.n)));
-    }
-    for (j, c) in completions.iter().enumerate() {
-        if c.tokens.len() != c.logprobs.len() {
-            return Err(bad(format!("completion {j}: {} tokens but {} log-probs", c.tokens.len(), c.logprobs.len())));
-        }
-    }
-    Ok(())
-}
-
-fn group_to_wire(prompt: &PromptWork, completions: &[ScoredCompletion]) -> pb::GroupResult {
-    pb::GroupResult { prompt_id: prompt.prompt_id.clone(), completions: completions.iter().map(completion_to_wire).collect() }
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }

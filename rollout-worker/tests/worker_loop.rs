@@ -104,7 +104,7 @@ async fn two_workers_finish_a_phase_despite_one_dying_mid_lease() {
         no_work_retry_ms: 20,
         ..Default::default()
     };
-    let (service, handle, rx) = new_learner(ServiceOptions { leases, vocab_size: VOCAB }, None);
+    let (service, handle, rx) = new_learner(ServiceOptions::new(leases, VOCAB), None);
     handle.publish_adapter(AdapterVersion::new(1), vec![7u8; 3 << 20]).unwrap();
     handle.start_phase(prompts(n_prompts), SamplingParams { n: GROUP, max_new_tokens: 16, ..Default::default() }).unwrap();
     let server_cfg = GrpcServerConfig { bind: ([127, 0, 0, 1], 0).into(), ..Default::default() };
@@ -164,7 +164,7 @@ async fn two_workers_finish_a_phase_despite_one_dying_mid_lease() {
     let addr = server.local_addr();
     server.abort();
     let (service2, handle2, rx2) = new_learner(
-        ServiceOptions { leases: LeaseConfig { prompts_per_lease: 2, no_work_retry_ms: 20, ..Default::default() }, vocab_size: VOCAB },
+        ServiceOptions::new(LeaseConfig { prompts_per_lease: 2, no_work_retry_ms: 20, ..Default::default() }, VOCAB),
         None,
     );
     handle2.publish_adapter(AdapterVersion::new(5), vec![1u8; 100]).unwrap();

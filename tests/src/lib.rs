@@ -1,5 +1,7 @@
 //! Helpers shared by the end-to-end tests: committed fixtures, assets, and the workspace binaries.
 
+pub mod procs;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;

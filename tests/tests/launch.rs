@@ -90,16 +90,49 @@ fn logs(dir: &Path) -> String {
     out
 }
 
+/// The whole run to its summary, with one worker SIGKILLed on the way: launch.sh says so,
+/// restarts it, and the run still finishes.
 #[test]
 fn launch_runs_a_learner_and_a_worker_per_device_to_the_summary() {
     let tmp = tempfile::tempdir().unwrap();
     let config = setup(tmp.path(), 1);
-    let out = launch(&config).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "launch.sh failed:\n{stdout}\n{stderr}");
+    let out_path = tmp.path().join("launch.out");
+    let mut cmd = launch(&config);
+    let out = std::fs::File::create(&out_path).unwrap();
+    cmd.stdout(Stdio::from(out.try_clone().unwrap())).stderr(Stdio::from(out));
+    let mut child = KillOnDrop::group(cmd).unwrap();
+    let needle = tmp.path().to_str().unwrap().to_string();
+    let stdout = || std::fs::read_to_string(&out_path).unwrap_or_default();
+
+    // Kill worker-1 once both workers run.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let victim = loop {
+        let procs = processes_with(&needle);
+        if let Some(line) = procs.iter().find(|l| l.contains("--name worker-1")) {
+            if procs.iter().any(|l| l.contains("--name worker-0")) {
+                break line.split_whitespace().next().unwrap().to_string();
+            }
+        }
+        assert!(Instant::now() < deadline, "workers never ran: {procs:?}\n{}", stdout());
+        assert!(child.try_wait().is_none(), "launch.sh exited early:\n{}", stdout());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(Command::new("kill").args(["-KILL", &victim]).status().unwrap().success());
+
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(s) = child.try_wait() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "launch.sh still running:\n{}\n{}", stdout(), logs(tmp.path()));
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let stdout = stdout();
+    assert!(status.success(), "launch.sh failed:\n{stdout}\n{}", logs(tmp.path()));
     assert!(stdout.contains("learner healthy on 127.0.0.1:"), "{stdout}");
     assert!(stdout.contains("worker-0 on cpu") && stdout.contains("worker-1 on cpu"), "{stdout}");
+    assert!(stdout.contains("worker-1 exited (status 137); restarting it in 1 s"), "{stdout}");
+    assert!(stdout.contains("worker-1 restarted"), "{stdout}");
     assert!(stdout.contains("format acc") && stdout.contains("run finished after epoch 1"), "{stdout}");
     let logs = tmp.path().join("run/logs");
     for log in ["learner.log", "worker-0.log", "worker-1.log"] {

@@ -32,6 +32,15 @@ pub struct GrpcServerConfig {
     pub keepalive_interval_ms: u64,
     /// A connection whose PING is unanswered this long is closed. Default 20 s.
     pub keepalive_timeout_ms: u64,
+    /// Server-side deadline of every call (until its response starts; a streamed adapter
+    /// download is bounded by the client's own deadline). Default 60 s.
+    pub request_timeout_ms: u64,
+    /// HTTP/2 streams one connection may have open at once. Default 64.
+    pub max_concurrent_streams: u32,
+    /// Calls the whole server handles at once; more wait (and time out after
+    /// `request_timeout_ms`). With `max_message_bytes` it bounds the memory requests can pin.
+    /// Default 256.
+    pub max_in_flight: usize,
 }
 
 impl Default for GrpcServerConfig {
@@ -45,6 +54,9 @@ impl Default for GrpcServerConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             keepalive_interval_ms: 20_000,
             keepalive_timeout_ms: 20_000,
+            request_timeout_ms: 60_000,
+            max_concurrent_streams: 64,
+            max_in_flight: 256,
         }
     }
 }

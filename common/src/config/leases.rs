@@ -1,13 +1,15 @@
 use serde::{Deserialize, Serialize};
 
-/// How the learner hands GRPO prompt groups to rollout workers.
+/// How the learner hands GRPO prompt groups to rollout workers, and the bounds it keeps on what
+/// workers may hold.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LeaseConfig {
     /// Prompts per lease (a worker asks for at most this many). Default 4.
     pub prompts_per_lease: usize,
-    /// A lease not submitted within this time is re-leased to another worker. Default 600 s
-    /// (4 prompts × 6 completions × 300 tokens on a slow CPU worker fit well inside it).
+    /// Upper bound on a lease's life even while its worker heartbeats (a worker whose engine
+    /// hangs keeps heartbeating). Default 600 s (4 prompts × 6 completions × 300 tokens on a slow
+    /// CPU worker fit well inside it). A dead worker loses its leases after `worker_timeout_ms`.
     pub lease_timeout_ms: u64,
     /// Results generated with an adapter more than this many versions behind the latest are
     /// dropped (and their prompts re-queued). Default 1. Not a TOML field: `asrl-learner train`
@@ -18,10 +20,21 @@ pub struct LeaseConfig {
     pub adapter_versions_kept: usize,
     /// Heartbeat period told to workers. Default 5 s.
     pub heartbeat_interval_ms: u64,
-    /// A worker silent for this long is dropped from the registry. Default 30 s.
+    /// A worker silent this long is dropped from the registry and its leases are re-queued at
+    /// once. Default 15 s: three heartbeat intervals. At least two heartbeat intervals.
     pub worker_timeout_ms: u64,
     /// Retry hint sent with "no work". Default 1 s.
     pub no_work_retry_ms: u64,
+    /// A rollout phase with no live worker for this long is reported (log and `GetStatus`
+    /// `warning`); it keeps waiting with its state intact. Default 60 s.
+    pub no_worker_alert_ms: u64,
+    /// Registered workers at most; further `Register` calls get RESOURCE_EXHAUSTED. Default 256.
+    pub max_workers: usize,
+    /// Unsubmitted leases one worker may hold at once; more get RESOURCE_EXHAUSTED. Default 4.
+    pub max_leases_per_worker: usize,
+    /// A prompt given back (engine or reward failure) or rejected this many times in one phase
+    /// is abandoned: the phase goes on without it. Default 3.
+    pub max_prompt_failures: u32,
 }
 
 impl Default for LeaseConfig {
@@ -32,8 +45,12 @@ impl Default for LeaseConfig {
             max_staleness: 1,
             adapter_versions_kept: 2,
             heartbeat_interval_ms: 5_000,
-            worker_timeout_ms: 30_000,
+            worker_timeout_ms: 15_000,
             no_work_retry_ms: 1_000,
+            no_worker_alert_ms: 60_000,
+            max_workers: 256,
+            max_leases_per_worker: 4,
+            max_prompt_failures: 3,
         }
     }
 }

@@ -19,7 +19,16 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct RewardConfig {
     pub components: Vec<RewardComponentConfig>,
+    /// Bound on the absolute value of every reward total and component a worker reports
+    /// (plug-ins and external scorers included). Out-of-bound groups are given back by the
+    /// worker and rejected by the learner (INVALID_ARGUMENT), so no finite but absurd score
+    /// reaches the advantages. Default [`DEFAULT_MAX_ABS_REWARD`] (1000).
+    pub max_abs: f64,
 }
+
+/// Default bound on |reward|: far above any weighted sum of the built-in rewards (each in
+/// [-1, 1] or [0, 1]), far below where squares of rewards lose precision.
+pub const DEFAULT_MAX_ABS_REWARD: f64 = 1000.0;
 
 impl Default for RewardConfig {
     fn default() -> Self {
@@ -45,6 +54,7 @@ impl Default for RewardConfig {
                     params: mode("strict"),
                 },
             ],
+            max_abs: DEFAULT_MAX_ABS_REWARD,
         }
     }
 }

@@ -80,6 +80,15 @@ impl AsrlConfig {
         Ok(toml::to_string_pretty(self)?)
     }
 
+    /// A copy safe to write to disk or print: secrets replaced by [`super::REDACTED`].
+    pub fn redacted(&self) -> Self {
+        let mut cfg = self.clone();
+        if !cfg.learner.auth_token.is_empty() {
+            cfg.learner.auth_token = super::REDACTED.to_string();
+        }
+        cfg
+    }
+
     /// The trainer's sections, checkpoints resolved against `run.dir` when relative; the SFT
     /// length limit is `data.max_seq_len`.
     pub fn train_config(&self) -> TrainConfig {
@@ -174,6 +183,28 @@ impl AsrlConfig {
         }
         if self.leases.prompts_per_lease == 0 || self.leases.lease_timeout_ms == 0 {
             return bad("leases.prompts_per_lease", "and leases.lease_timeout_ms must be at least 1".into());
+        }
+        let l = &self.leases;
+        if l.heartbeat_interval_ms == 0 || l.worker_timeout_ms < 2 * l.heartbeat_interval_ms {
+            return bad(
+                "leases.worker_timeout_ms",
+                format!(
+                    "is {}: must be at least two heartbeat intervals (leases.heartbeat_interval_ms = {}, > 0)",
+                    l.worker_timeout_ms, l.heartbeat_interval_ms
+                ),
+            );
+        }
+        if l.max_workers == 0 || l.max_leases_per_worker == 0 || l.max_prompt_failures == 0 {
+            return bad("leases.max_workers", "leases.max_leases_per_worker and leases.max_prompt_failures must be at least 1".into());
+        }
+        if !(self.reward.max_abs.is_finite() && self.reward.max_abs > 0.0) {
+            return bad("reward.max_abs", format!("is {}: must be finite and > 0", self.reward.max_abs));
+        }
+        if self.learner.tls_cert.is_some() != self.learner.tls_key.is_some() {
+            return bad("learner.tls_cert", "and learner.tls_key must be set together".into());
+        }
+        if self.learner.auth_token.trim() == super::REDACTED {
+            return bad("learner.auth_token", "is the redacted placeholder of a written-out config: set the real token (or use --token-file / ASRL_TOKEN)".into());
         }
         Ok(())
     }
@@ -317,6 +348,37 @@ mod tests {
         assert!(msg.contains("grpo.groups_per_step"), "{msg}");
         let msg = parse("[data]\ntrain_fraction = 0.95\n").unwrap_err().to_string();
         assert!(msg.contains("data.train_fraction"), "{msg}");
+    }
+
+    #[test]
+    fn redacted_config_hides_the_token_and_is_refused_as_input() {
+        let cfg = parse("[learner]\nauth_token = \"s3cret-token\"\n").unwrap();
+        let text = cfg.redacted().to_toml_string().unwrap();
+        assert!(!text.contains("s3cret-token"), "{text}");
+        assert!(text.contains(crate::config::REDACTED), "{text}");
+        let msg = parse(&text).unwrap_err().to_string();
+        assert!(msg.contains("learner.auth_token") && msg.contains("redacted"), "{msg}");
+        // No token: nothing to redact, and the copy parses back to the same config.
+        assert_eq!(parse(&AsrlConfig::default().redacted().to_toml_string().unwrap()).unwrap(), AsrlConfig::default());
+    }
+
+    #[test]
+    fn liveness_and_bounds_are_range_checked() {
+        let msg = parse("[leases]\nheartbeat_interval_ms = 1000\nworker_timeout_ms = 1500\n").unwrap_err().to_string();
+        assert!(msg.contains("leases.worker_timeout_ms") && msg.contains("1500"), "{msg}");
+        assert!(parse("[leases]\nheartbeat_interval_ms = 200\nworker_timeout_ms = 600\n").is_ok());
+        let msg = parse("[leases]\nmax_workers = 0\n").unwrap_err().to_string();
+        assert!(msg.contains("leases.max_workers"), "{msg}");
+        for bad in ["0.0", "-1.0", "inf", "nan"] {
+            let msg = parse(&format!("[reward]\nmax_abs = {bad}\n")).unwrap_err().to_string();
+            assert!(msg.contains("reward.max_abs"), "{bad}: {msg}");
+        }
+        let msg = parse("[learner]\ntls_cert = \"c.pem\"\n").unwrap_err().to_string();
+        assert!(msg.contains("learner.tls_key"), "{msg}");
+        let tls = parse("[learner]\naddr = \"h:1\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n").unwrap();
+        assert_eq!(tls.learner.url(), "https://h:1");
+        assert_eq!(tls.learner.worker_ca().as_deref(), Some(Path::new("c.pem")));
+        assert_eq!(AsrlConfig::default().learner.url(), "http://127.0.0.1:50051");
     }
 
     #[test]

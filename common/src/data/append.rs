@@ -81,8 +81,8 @@ pub fn append_json(
             buf.insert(0, b'\n');
         }
     }
-    file.write_all(&buf).map_err(io)?;
-    file.sync_all().map_err(io)?;
+    let start = file.metadata().map_err(io)?.len();
+    write_or_roll_back(&mut &file, &file, start, &buf).map_err(io)?;
     if !existed {
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
@@ -99,4 +99,58 @@ pub fn append_json(
         appended: values.len(),
         bytes: buf.len() as u64,
     })
+}
+
+/// Writes `buf` at the end of `file` (through `out`, the same file) and fsyncs; on failure
+/// (disk full, file size limit) cuts the file back to `start` bytes so no partial line is left.
+fn write_or_roll_back(out: &mut impl Write, file: &File, start: u64, buf: &[u8]) -> std::io::Result<()> {
+    let written = out.write_all(buf).and_then(|()| file.sync_all());
+    if let Err(e) = written {
+        if let Err(undo) = file.set_len(start).and_then(|()| file.sync_all()) {
+            tracing::error!(error = %undo, "could not cut a failed append back; the file may end in a partial line");
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod rollback_tests {
+    use super::*;
+
+    /// Writes `budget` bytes through to the file, then fails like a full disk.
+    struct FullAfter<'a> {
+        file: &'a File,
+        budget: usize,
+    }
+
+    impl Write for FullAfter<'_> {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            if self.budget == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+            }
+            let n = data.len().min(self.budget);
+            self.budget -= n;
+            (&mut &*self.file).write(&data[..n])
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_partial_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("live.jsonl");
+        std::fs::write(&path, "{\"a\":1}\n").unwrap();
+        let file = OpenOptions::new().append(true).open(&path).unwrap();
+        let start = file.metadata().unwrap().len();
+        let line = b"{\"b\":2}\n{\"c\":3}\n";
+        let err = write_or_roll_back(&mut FullAfter { file: &file, budget: 5 }, &file, start, line).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::StorageFull);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n");
+        // The real path: everything lands.
+        write_or_roll_back(&mut &file, &file, start, line).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3);
+    }
 }

@@ -96,6 +96,11 @@ pub fn check_auth_policy(cfg: &GrpcServerConfig) -> Result<(), TransportError> {
     if cfg.tls_cert.is_some() != cfg.tls_key.is_some() {
         return Err(TransportError::Config("TLS needs both a certificate and a key".into()));
     }
+    if cfg.max_in_flight == 0 || cfg.max_concurrent_streams == 0 || cfg.request_timeout_ms == 0 {
+        return Err(TransportError::Config(
+            "max_in_flight, max_concurrent_streams and request_timeout_ms must be at least 1".into(),
+        ));
+    }
     if cfg.max_message_bytes < super::ADAPTER_CHUNK_BYTES + 4096 {
         return Err(TransportError::Config(format!(
             "max_message_bytes {} cannot carry a {}-byte adapter chunk",
@@ -155,8 +160,13 @@ pub async fn serve(
         .initial_stream_window_size(FLOW_CONTROL_WINDOW_BYTES)
         .initial_connection_window_size(FLOW_CONTROL_WINDOW_BYTES)
         .max_frame_size(super::MAX_FRAME_BYTES)
+        .max_concurrent_streams(Some(cfg.max_concurrent_streams))
+        .timeout(Duration::from_millis(cfg.request_timeout_ms))
         .tcp_nodelay(true);
-    let mut builder = tls(builder, cfg)?.layer(InterceptorLayer::new(AuthCheck::new(cfg.auth_token.as_deref())));
+    // Auth first, so unauthenticated calls never take an in-flight slot.
+    let mut builder = tls(builder, cfg)?
+        .layer(InterceptorLayer::new(AuthCheck::new(cfg.auth_token.as_deref())))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(cfg.max_in_flight));
 
     let (tx, rx) = oneshot::channel::<()>();
     let router = builder.add_routes(routes);

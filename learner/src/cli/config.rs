@@ -19,7 +19,8 @@ pub struct ConfigArgs {
 }
 
 pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
-    let cfg = AsrlConfig::load(&args.config)?;
+    // Printed output ends up in logs and terminals: never the token.
+    let cfg = AsrlConfig::load(&args.config)?.redacted();
     let Some(path) = &args.get else {
         print!("{}", cfg.to_toml_string()?);
         return Ok(());

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use asrl_common::cli::TokenArgs;
 use asrl_common::config::{AsrlConfig, GrpcServerConfig, ScheduleKind};
 use asrl_common::data::live_append_path;
 use clap::Args;
@@ -48,6 +49,15 @@ pub struct TrainArgs {
     /// Start over: delete the run directory's checkpoints, metrics and adapters first.
     #[arg(long)]
     pub fresh: bool,
+    /// The shared auth token: `--token-file`, else $ASRL_TOKEN, else `learner.auth_token`.
+    #[command(flatten)]
+    pub token: TokenArgs,
+    /// PEM certificate chain to serve TLS with (overrides `learner.tls_cert`; needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (overrides `learner.tls_key`).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The config file with the command line's overrides, validated.
@@ -71,6 +81,13 @@ pub fn resolve_config(args: &TrainArgs) -> anyhow::Result<AsrlConfig> {
     if let Some(bind) = &args.bind {
         cfg.learner.addr = bind.clone();
     }
+    if let Some(token) = args.token.resolve(None, cfg.learner.token())? {
+        cfg.learner.auth_token = token;
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        cfg.learner.tls_cert = Some(cert.clone());
+        cfg.learner.tls_key = Some(key.clone());
+    }
     // Overrides are checked like the file's own values, named by the file they override.
     cfg.validate(&args.config)?;
     Ok(cfg)
@@ -87,6 +104,8 @@ fn server_config(cfg: &AsrlConfig) -> anyhow::Result<GrpcServerConfig> {
         bind,
         auth_token: cfg.learner.token(),
         max_message_bytes: cfg.learner.max_message_bytes(),
+        tls_cert: cfg.learner.tls_cert.clone(),
+        tls_key: cfg.learner.tls_key.clone(),
         ..Default::default()
     })
 }
@@ -118,7 +137,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     let sink = live_append_path(&cfg.data).map(|p| Arc::new(LiveFileSink::new(p, cfg.data.max_line_bytes, 0)));
     let (service, handle, groups) = new_learner(
-        ServiceOptions { leases: cfg.lease_config(), vocab_size },
+        ServiceOptions { leases: cfg.lease_config(), vocab_size, max_abs_reward: cfg.reward.max_abs },
         sink.clone().map(|s| s as Arc<dyn crate::service::ExampleSink>),
     );
 
@@ -130,7 +149,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         .context("starting the tokio runtime")?;
     let server = runtime.block_on(serve_learner(&server_cfg, service))?;
     let addr = server.local_addr();
-    eprintln!("learner listening on {addr} (workers: asrl-rollout-worker run --learner http://{addr} ...)");
+    let scheme = if cfg.learner.tls_cert.is_some() { "https" } else { "http" };
+    eprintln!("learner listening on {addr} (workers: asrl-rollout-worker run --learner {scheme}://{addr} ...)");
     if let Some(file) = &args.addr_file {
         std::fs::write(file, addr.to_string()).with_context(|| format!("writing {}", file.display()))?;
     }
@@ -210,6 +230,8 @@ fn print_summary(s: &RunSummary) {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use clap::Parser;
 
     use super::*;
@@ -233,5 +255,19 @@ mod tests {
         assert!(err.contains("alternate") && err.contains("sequential"), "{err}");
         let bad_bind = parse(&["--bind", "nowhere"]).unwrap();
         assert!(resolve_config(&bad_bind).unwrap_err().to_string().contains("learner.addr"));
+    }
+
+    #[test]
+    fn token_file_and_tls_flags_reach_the_server_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "from-file\n").unwrap();
+        let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/demo-cpu.toml");
+        let flags = ["train", "--config", config, "--token-file", token.to_str().unwrap(), "--tls-cert", "c.pem", "--tls-key", "k.pem"];
+        let args = Cli::try_parse_from(flags).unwrap().train;
+        let server = server_config(&resolve_config(&args).unwrap()).unwrap();
+        assert_eq!(server.auth_token.as_deref(), Some("from-file"));
+        assert_eq!((server.tls_cert.as_deref(), server.tls_key.as_deref()), (Some(Path::new("c.pem")), Some(Path::new("k.pem"))));
+        assert!(Cli::try_parse_from(["train", "--config", config, "--tls-cert", "c.pem"]).is_err(), "a cert needs its key");
     }
 }

@@ -64,12 +64,24 @@ impl EpochLoop {
                 }
             }
         }
+        // The phase can end with groups short of a step when its last prompts were abandoned.
+        if !pending.is_empty() {
+            for m in self.trainer.grpo_step(&pending)? {
+                self.after_grpo_step(epoch, &m)?;
+            }
+            self.publish()?;
+        }
         let phase = self.trainer.end_phase()?;
+        let leases = self.rollouts.handle().phase_counters();
         tracing::info!(
             epoch,
             steps = phase.steps,
             reward_mean = phase.reward_mean,
             stale_dropped = phase.stale_dropped,
+            returned_prompts = leases.returned_prompts,
+            rejected_groups = leases.rejected_groups,
+            abandoned_prompts = leases.abandoned,
+            expired_leases = leases.expired_leases,
             secs = started.elapsed().as_secs_f64(),
             "GRPO phase done"
         );

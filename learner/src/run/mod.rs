@@ -17,13 +17,9 @@
 //! - this module: [`EpochLoop`], one epoch end to end, adapter publishing;
 //! - [`setup`]: loading the model, creating or resuming a run;
 //! - [`sft_phase`], [`grpo_phase`], [`eval`]: the phase drivers and validation;
-<<<<<<< HEAD
 //! - [`records`]: `metrics.jsonl` records and TensorBoard scalars, the progress `GetStatus`
 //!   reports;
-=======
-//! - [`records`]: `metrics.jsonl` records and the progress `GetStatus` reports;
 //! - [`position`]: what a checkpoint records of the run's progress, and getting back there;
->>>>>>> f2-checkpoints
 //! - [`layout`]: the run directory; [`data`]: the epoch's dataset snapshot;
 //!   [`rollouts`]: leased phases seen from the training thread.
 

@@ -28,6 +28,8 @@ pub struct PhaseWait {
     total: usize,
     started: Instant,
     last_log: Instant,
+    /// When the "no worker alive" warning was last logged.
+    last_alert: Option<Instant>,
 }
 
 impl PhaseWait {
@@ -56,12 +58,13 @@ impl Rollouts {
         while self.groups.try_recv().is_ok() {}
         self.handle.start_phase(prompts, sampling)?;
         let now = Instant::now();
-        Ok(PhaseWait { missing, total, started: now, last_log: now })
+        Ok(PhaseWait { missing, total, started: now, last_log: now, last_alert: None })
     }
 
-    /// The next group of the phase, or `None` once every prompt has one. Waits as long as it
-    /// takes (workers may still be starting), logging who is connected; a stop request ends the
-    /// wait with [`RunError::Interrupted`].
+    /// The next group of the phase, or `None` once every prompt has one or was abandoned (it
+    /// failed `leases.max_prompt_failures` times). Waits as long as it takes (workers may still
+    /// be starting), logging who is connected and warning when no worker has been alive for
+    /// `leases.no_worker_alert_ms`; a stop request ends the wait with [`RunError::Interrupted`].
     pub fn next(&self, wait: &mut PhaseWait) -> Result<Option<RolloutGroup>, RunError> {
         while !wait.missing.is_empty() {
             if self.stop.load(Ordering::Relaxed) {
@@ -75,6 +78,8 @@ impl Rollouts {
                     tracing::debug!(prompt_id = %group.prompt_id, "group of another phase ignored");
                 }
                 Err(RecvTimeoutError::Timeout) => {
+                    self.drop_abandoned(wait);
+                    self.alert_if_no_worker(wait);
                     if wait.last_log.elapsed() >= WAIT_LOG_EVERY {
                         wait.last_log = Instant::now();
                         let workers = self.handle.workers_connected();
@@ -96,6 +101,34 @@ impl Rollouts {
             }
         }
         Ok(None)
+    }
+
+    fn drop_abandoned(&self, wait: &mut PhaseWait) {
+        for id in self.handle.take_abandoned() {
+            if wait.missing.remove(&id) {
+                tracing::error!(prompt_id = %id, "prompt abandoned after repeated failures; the phase goes on without it");
+            }
+        }
+    }
+
+    /// Logs (and, through the service, shows in `GetStatus.warning`) a phase with no live
+    /// worker, once per alert period; the wait itself goes on with nothing lost.
+    fn alert_if_no_worker(&self, wait: &mut PhaseWait) {
+        let alert = self.handle.no_worker_alert();
+        let Some(absent) = self.handle.workers_absent() else {
+            wait.last_alert = None;
+            return;
+        };
+        let due = wait.last_alert.is_none_or(|t| t.elapsed() >= alert);
+        if absent >= alert && due {
+            wait.last_alert = Some(Instant::now());
+            tracing::warn!(
+                absent_s = absent.as_secs(),
+                done = wait.total - wait.missing.len(),
+                total = wait.total,
+                "no rollout worker alive: the phase keeps waiting with its state (start one with asrl-rollout-worker run)"
+            );
+        }
     }
 
     /// Every group of the phase, in arrival order.

@@ -111,7 +111,8 @@ impl EpochLoop {
             false => None,
         };
         let config_path = layout.resolved_config();
-        std::fs::write(&config_path, cfg.to_toml_string()?).map_err(at(&config_path))?;
+        // Redacted: the run directory is shared and copied around; the token must not be in it.
+        std::fs::write(&config_path, cfg.redacted().to_toml_string()?).map_err(at(&config_path))?;
 
         let (stopper, resumed_verdict) = EarlyStopping::replay(&cfg.schedule, &past.history);
         let trainer_step = trainer.state().global_step;

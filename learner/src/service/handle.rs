@@ -1,7 +1,7 @@
 //! [`LearnerHandle`]: the training thread's side of the service.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use asrl_common::config::SamplingParams;
 use asrl_common::rollout::{AdapterVersion, PromptWork};
@@ -48,15 +48,37 @@ impl LearnerHandle {
 
     pub fn phase_counters(&self) -> LeaseCounters {
         let mut inner = self.shared.lock();
-        inner.leases.sweep(Instant::now());
+        inner.expire(Instant::now());
         inner.leases.counters()
     }
 
     /// Workers heard from within the worker timeout, as (name, device).
     pub fn workers_connected(&self) -> Vec<(String, String)> {
         let mut inner = self.shared.lock();
-        inner.registry.prune(Instant::now());
+        inner.expire(Instant::now());
         inner.registry.iter().map(|(_, w)| (w.name.clone(), w.device.clone())).collect()
+    }
+
+    /// Prompt ids abandoned since the last call (failed `leases.max_prompt_failures` times):
+    /// the phase stops waiting for them. Also releases the leases of silent workers.
+    pub fn take_abandoned(&self) -> Vec<String> {
+        let mut inner = self.shared.lock();
+        inner.expire(Instant::now());
+        inner.leases.take_abandoned()
+    }
+
+    /// How long no worker has been alive (`None` while one is).
+    pub fn workers_absent(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let mut inner = self.shared.lock();
+        inner.expire(now);
+        inner.registry.absent_for(now)
+    }
+
+    /// `leases.no_worker_alert_ms`: how long a phase may go without a live worker before the
+    /// learner says so.
+    pub fn no_worker_alert(&self) -> Duration {
+        Duration::from_millis(self.shared.opts.leases.no_worker_alert_ms)
     }
 
     pub fn set_progress(&self, progress: Progress) {

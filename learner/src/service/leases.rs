@@ -1,27 +1,36 @@
 //! The work queue of one GRPO rollout phase and its leases.
 //!
-//! Every prompt is counted at most once: a lease that passes its deadline is re-queued for
-//! another worker, a late or repeated submission of an already completed prompt is a duplicate,
-//! and results from an adapter too many versions behind are dropped and the prompt re-queued.
+//! Every prompt is counted at most once: a lease that passes its deadline, or whose worker falls
+//! silent, is re-queued for another worker; a late or repeated submission of an already completed
+//! prompt is a duplicate; results from an adapter too many versions behind are dropped and the
+//! prompt re-queued; prompts given back or rejected too often are abandoned (`failures`).
 //! Time is passed in (`now`) so expiry is testable without sleeping.
 
-use std::collections::{HashMap, VecDeque};
+mod failures;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use asrl_common::config::{LeaseConfig, SamplingParams};
 use asrl_common::rollout::{AdapterVersion, PromptWork};
+
+pub use failures::{FailureKind, ReturnOutcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ItemState {
     Pending,
     Leased(u64),
     Done,
+    /// Failed `max_prompt_failures` times: the phase goes on without it.
+    Abandoned,
 }
 
 #[derive(Debug)]
 struct Item {
     work: PromptWork,
     state: ItemState,
+    /// Returns and rejected submissions of this prompt in the phase.
+    failures: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +46,9 @@ pub struct LeaseRecord {
     pub prompt_ids: Vec<String>,
     pub adapter_version: AdapterVersion,
     pub deadline: Instant,
+    /// When its worker last named it (grant, heartbeat): a lease unnamed for
+    /// `worker_timeout_ms` is orphaned (dead worker, or a lost LeaseWork reply) and re-queued.
+    pub last_claimed: Instant,
     pub state: LeaseState,
 }
 
@@ -67,6 +79,9 @@ pub struct LeaseCounters {
     pub duplicate_groups: u64,
     pub stale_groups: u64,
     pub expired_leases: u64,
+    pub returned_prompts: u64,
+    pub rejected_groups: u64,
+    pub abandoned: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -90,6 +105,12 @@ pub struct LeaseManager {
     leases: HashMap<u64, LeaseRecord>,
     next_lease_id: u64,
     counters: LeaseCounters,
+    /// Returned prompts by reason, this phase.
+    returns_by_reason: BTreeMap<String, u64>,
+    /// The most recent failure, for status.
+    last_failure: String,
+    /// Abandoned prompt ids the training thread has not collected yet.
+    abandoned_ids: Vec<String>,
 }
 
 impl LeaseManager {
@@ -103,6 +124,9 @@ impl LeaseManager {
             // Lease ids keep growing across phases so an old lease can never alias a new one.
             next_lease_id: 1,
             counters: LeaseCounters::default(),
+            returns_by_reason: BTreeMap::new(),
+            last_failure: String::new(),
+            abandoned_ids: Vec::new(),
         }
     }
 
@@ -121,7 +145,7 @@ impl LeaseManager {
         let mut pending = VecDeque::with_capacity(prompts.len());
         for work in prompts {
             let id = work.prompt_id.clone();
-            if items.insert(id.clone(), Item { work, state: ItemState::Pending }).is_some() {
+            if items.insert(id.clone(), Item { work, state: ItemState::Pending, failures: 0 }).is_some() {
                 return Err(LeaseError::DuplicatePrompt(id));
             }
             pending.push_back(id);
@@ -131,11 +155,15 @@ impl LeaseManager {
         self.pending = pending;
         self.leases.clear();
         self.sampling = sampling;
+        self.returns_by_reason.clear();
+        self.last_failure.clear();
+        self.abandoned_ids.clear();
         Ok(())
     }
 
+    /// Every prompt completed or abandoned.
     pub fn is_phase_done(&self) -> bool {
-        self.counters.completed == self.counters.total
+        self.counters.completed + self.counters.abandoned == self.counters.total
     }
 
     pub fn counters(&self) -> LeaseCounters {
@@ -153,12 +181,16 @@ impl LeaseManager {
         self.items.get(prompt_id).map(|i| &i.work)
     }
 
-    /// Re-queues the prompts of every active lease past its deadline.
+    /// Re-queues the prompts of every active lease past its deadline or unclaimed by its
+    /// worker's heartbeats for `worker_timeout_ms`.
     pub fn sweep(&mut self, now: Instant) {
+        let unclaimed = Duration::from_millis(self.cfg.worker_timeout_ms);
         let mut expired: Vec<u64> = self
             .leases
             .iter()
-            .filter(|(_, l)| l.state == LeaseState::Active && l.deadline <= now)
+            .filter(|(_, l)| {
+                l.state == LeaseState::Active && (l.deadline <= now || now.saturating_duration_since(l.last_claimed) >= unclaimed)
+            })
             .map(|(id, _)| *id)
             .collect();
         // Oldest lease first, so re-queued prompts keep their original order.
@@ -167,16 +199,56 @@ impl LeaseManager {
             let Some(lease) = self.leases.get_mut(&lease_id) else { continue };
             lease.state = LeaseState::Expired;
             self.counters.expired_leases += 1;
-            tracing::warn!(lease_id, worker_id = lease.worker_id, prompts = lease.prompt_ids.len(), "lease expired; re-queueing its prompts");
-            for id in &lease.prompt_ids {
-                if let Some(item) = self.items.get_mut(id) {
-                    if item.state == ItemState::Leased(lease_id) {
-                        item.state = ItemState::Pending;
-                        self.pending.push_back(id.clone());
-                    }
+            let why = if lease.deadline <= now { "deadline passed" } else { "not named by its worker's heartbeats" };
+            tracing::warn!(lease_id, worker_id = lease.worker_id, prompts = lease.prompt_ids.len(), why, "lease expired; re-queueing its prompts");
+            self.requeue_leased(lease_id);
+        }
+    }
+
+    /// Re-queues the prompts still held by `lease_id`.
+    fn requeue_leased(&mut self, lease_id: u64) {
+        let Some(lease) = self.leases.get(&lease_id) else { return };
+        for id in &lease.prompt_ids {
+            if let Some(item) = self.items.get_mut(id) {
+                if item.state == ItemState::Leased(lease_id) {
+                    item.state = ItemState::Pending;
+                    self.pending.push_back(id.clone());
                 }
             }
         }
+    }
+
+    /// A worker fell silent (or went away): its active leases expire now, not at their
+    /// deadline. Returns how many leases were released.
+    pub fn release_worker(&mut self, worker_id: u64) -> usize {
+        let mut ids: Vec<u64> =
+            self.leases.iter().filter(|(_, l)| l.worker_id == worker_id && l.state == LeaseState::Active).map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        for &lease_id in &ids {
+            if let Some(lease) = self.leases.get_mut(&lease_id) {
+                lease.state = LeaseState::Expired;
+                self.counters.expired_leases += 1;
+                tracing::warn!(lease_id, worker_id, prompts = lease.prompt_ids.len(), "worker silent; re-queueing its lease's prompts");
+            }
+            self.requeue_leased(lease_id);
+        }
+        ids.len()
+    }
+
+    /// A heartbeat of `worker_id` names `lease_ids` as held: they stay alive.
+    pub fn claim(&mut self, worker_id: u64, lease_ids: &[u64], now: Instant) {
+        for id in lease_ids {
+            if let Some(l) = self.leases.get_mut(id) {
+                if l.worker_id == worker_id && l.state == LeaseState::Active {
+                    l.last_claimed = now;
+                }
+            }
+        }
+    }
+
+    /// Active (unsubmitted, unexpired) leases of `worker_id`.
+    pub fn active_leases(&self, worker_id: u64) -> usize {
+        self.leases.values().filter(|l| l.worker_id == worker_id && l.state == LeaseState::Active).count()
     }
 
     /// Leases up to `max_prompts` (0: the configured default) pending prompts, or `None`.
@@ -211,6 +283,7 @@ impl LeaseManager {
                 prompt_ids: prompts.iter().map(|p| p.prompt_id.clone()).collect(),
                 adapter_version,
                 deadline,
+                last_claimed: now,
                 state: LeaseState::Active,
             },
         );
@@ -244,7 +317,7 @@ impl LeaseManager {
                 continue;
             };
             let fate = match (item.state, stale) {
-                (ItemState::Done, _) => GroupFate::Duplicate,
+                (ItemState::Done | ItemState::Abandoned, _) => GroupFate::Duplicate,
                 (_, true) => GroupFate::Stale,
                 (_, false) => GroupFate::Accepted,
             };
@@ -267,15 +340,7 @@ impl LeaseManager {
         // Prompts of this lease that the submission left out go back to the queue now rather
         // than waiting for a deadline that no longer applies.
         if was_active {
-            let lease = &self.leases[&lease_id];
-            for id in &lease.prompt_ids {
-                if let Some(item) = self.items.get_mut(id) {
-                    if item.state == ItemState::Leased(lease_id) {
-                        item.state = ItemState::Pending;
-                        self.pending.push_back(id.clone());
-                    }
-                }
-            }
+            self.requeue_leased(lease_id);
         }
         Ok(fates)
     }

@@ -12,9 +12,11 @@
 
 mod handle;
 mod leases;
+pub mod limits;
 mod live_sink;
 mod progress;
 mod registry;
+mod submit;
 mod validate;
 
 use std::collections::VecDeque;
@@ -22,8 +24,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use asrl_common::config::{GrpcServerConfig, LeaseConfig};
-use asrl_common::rollout::{AdapterVersion, PromptWork, RolloutGroup};
+use asrl_common::config::{GrpcServerConfig, LeaseConfig, DEFAULT_MAX_ABS_REWARD};
+use asrl_common::rollout::{AdapterVersion, RolloutGroup};
 use asrl_common::transport::convert::{prompt_to_wire, sampling_to_wire};
 use asrl_common::transport::{self, AdapterPayload, RunningServer, TransportError};
 use asrl_proto::v1 as pb;
@@ -32,11 +34,11 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 pub use handle::LearnerHandle;
-pub use leases::{GroupFate, LeaseCounters, LeaseError, LeaseGrant, LeaseManager};
+pub use leases::{FailureKind, GroupFate, LeaseCounters, LeaseError, LeaseGrant, LeaseManager, ReturnOutcome};
 pub use live_sink::LiveFileSink;
 pub use progress::{Activity, Progress};
 pub use registry::{WorkerEntry, WorkerRegistry};
-pub use validate::{validate_groups, Submission};
+pub use validate::{check_reward, validate_groups, Submission};
 
 /// Full name of the service, for health checks.
 pub const LEARNER_SERVICE_NAME: &str = "asrl.v1.Learner";
@@ -46,13 +48,33 @@ pub struct ServiceOptions {
     pub leases: LeaseConfig,
     /// Token ids at or above this are rejected.
     pub vocab_size: u32,
+    /// Bound on |reward| of submitted totals and components (`reward.max_abs`), told to
+    /// workers at registration.
+    pub max_abs_reward: f64,
+}
+
+impl ServiceOptions {
+    /// Options with the default reward bound.
+    pub fn new(leases: LeaseConfig, vocab_size: u32) -> Self {
+        Self { leases, vocab_size, max_abs_reward: DEFAULT_MAX_ABS_REWARD }
+    }
 }
 
 /// Where `AddExamples` lines go: the live dataset (implemented by the data side).
 pub trait ExampleSink: Send + Sync + 'static {
-    /// Parses and appends JSON lines; reports per-line rejections (1-based line numbers).
-    fn add_jsonl(&self, jsonl: &str) -> AddExamplesOutcome;
+    /// Parses and appends JSON lines; reports per-line rejections (1-based line numbers). An
+    /// error means nothing of this call was kept.
+    fn add_jsonl(&self, jsonl: &str) -> Result<AddExamplesOutcome, SinkError>;
     fn dataset_size(&self) -> u64;
+}
+
+/// The live dataset could not take the lines (I/O); nothing of the call was written.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SinkError {
+    pub message: String,
+    /// Out of space (ENOSPC / EDQUOT / over the file size limit): RESOURCE_EXHAUSTED.
+    pub no_space: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -79,6 +101,21 @@ struct Inner {
 impl Inner {
     fn latest_version(&self) -> AdapterVersion {
         self.adapters.back().map_or(AdapterVersion::NONE, |a| a.version)
+    }
+
+    /// Drops workers silent past the timeout, re-queueing their leases at once, and expires
+    /// leases past their deadline. Leases follow liveness, not only the (long) lease timeout.
+    fn expire(&mut self, now: Instant) {
+        for worker_id in self.registry.prune(now) {
+            self.leases.release_worker(worker_id);
+        }
+        self.leases.sweep(now);
+    }
+
+    /// The live entry of `worker_id`, marked seen, after [`Self::expire`].
+    fn touch(&mut self, worker_id: u64, now: Instant) -> Option<&mut registry::WorkerEntry> {
+        self.expire(now);
+        self.registry.touch(worker_id, now)
     }
 }
 
@@ -110,7 +147,11 @@ pub fn new_learner(
     let inner = Inner {
         adapters: VecDeque::new(),
         leases: LeaseManager::new(opts.leases.clone()),
-        registry: WorkerRegistry::new(Duration::from_millis(opts.leases.worker_timeout_ms)),
+        registry: WorkerRegistry::new(
+            Duration::from_millis(opts.leases.worker_timeout_ms),
+            opts.leases.max_workers,
+            Instant::now(),
+        ),
         progress: Progress::default(),
     };
     let shared = Arc::new(Shared { opts, inner: Mutex::new(inner), groups: tx, examples });
@@ -127,70 +168,15 @@ fn unix_ms(deadline: Instant, now: Instant) -> u64 {
     wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-fn unknown_worker(worker_id: u64) -> Status {
-    Status::not_found(format!("worker_id {worker_id} is not registered (learner restarted or worker timed out): register again"))
+fn no_worker_warning(absent: Duration) -> String {
+    format!(
+        "no rollout worker alive for {} s: the rollout phase is waiting with its state kept (start one: asrl-rollout-worker run)",
+        absent.as_secs()
+    )
 }
 
-impl LearnerService {
-    fn submit(&self, req: pb::SubmitGroupsRequest) -> Result<pb::SubmitGroupsResponse, Status> {
-        let now = Instant::now();
-        let mut inner = self.shared.lock();
-        if inner.registry.touch(req.worker_id, now).is_none() {
-            return Err(unknown_worker(req.worker_id));
-        }
-        let version = AdapterVersion::new(req.adapter_version);
-        let lease = inner.leases.check_submission(req.lease_id, req.worker_id, version).map_err(|e| match e {
-            LeaseError::UnknownLease(_) | LeaseError::DuplicatePrompt(_) => Status::not_found(e.to_string()),
-            LeaseError::WrongWorker { .. } => Status::permission_denied(e.to_string()),
-            LeaseError::WrongVersion { .. } => Status::failed_precondition(e.to_string()),
-        })?;
-        let prompts: Vec<&PromptWork> = lease.prompt_ids.iter().filter_map(|id| inner.leases.prompt(id)).collect();
-        let submission = Submission {
-            lease_id: req.lease_id,
-            worker_id: req.worker_id,
-            adapter_version: version,
-            prompts: &prompts,
-            sampling: inner.leases.sampling(),
-            vocab_size: self.shared.opts.vocab_size,
-        };
-        let groups = validate_groups(req.groups, &submission)?;
-        validate::validate_timings(req.timings.as_ref())?;
-
-        let latest = inner.latest_version();
-        let ids: Vec<&str> = groups.iter().map(|g| g.prompt_id.as_str()).collect();
-        let fates = inner.leases.apply_submission(req.lease_id, &ids, latest).map_err(|e| Status::not_found(e.to_string()))?;
-        let mut out = Vec::new();
-        let mut resp = pb::SubmitGroupsResponse::default();
-        for (group, fate) in groups.into_iter().zip(fates) {
-            match fate {
-                GroupFate::Duplicate => resp.duplicates += 1,
-                GroupFate::Stale => resp.stale += 1,
-                GroupFate::Accepted => {
-                    resp.accepted += 1;
-                    out.push(group);
-                }
-            }
-        }
-        if let Some(w) = inner.registry.touch(req.worker_id, now) {
-            w.groups_completed += resp.accepted as u64;
-            w.lease_id = 0;
-            if let Some(t) = &req.timings {
-                if t.generation_seconds > 0.0 {
-                    w.tokens_per_second = t.generated_tokens as f64 / t.generation_seconds;
-                }
-            }
-        }
-        drop(inner);
-        for group in out {
-            if self.shared.groups.send(group).is_err() {
-                return Err(Status::unavailable("the training thread has stopped; results cannot be consumed"));
-            }
-        }
-        if resp.duplicates > 0 || resp.stale > 0 {
-            tracing::info!(lease_id = req.lease_id, accepted = resp.accepted, duplicates = resp.duplicates, stale = resp.stale, "submission partly ignored");
-        }
-        Ok(resp)
-    }
+fn unknown_worker(worker_id: u64) -> Status {
+    Status::not_found(format!("worker_id {worker_id} is not registered (learner restarted or worker timed out): register again"))
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::AdapterChunk, Status>> + Send + 'static>>;
@@ -199,16 +185,27 @@ type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::AdapterChunk, Status>> +
 impl Learner for LearnerService {
     async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
         let r = request.into_inner();
-        if r.name.is_empty() || r.name.len() > 256 {
-            return Err(reject("Register", Status::invalid_argument("name: must be 1 to 256 bytes")));
-        }
-        if r.device.parse::<asrl_common::device::DeviceSpec>().is_err() {
-            return Err(reject("Register", Status::invalid_argument(format!("device: {:?} is not `cpu` or `cuda:N`", r.device))));
-        }
+        limits::check_register(&r).map_err(|s| reject("Register", s))?;
         let interval = self.shared.opts.leases.heartbeat_interval_ms;
-        let id = self.shared.lock().registry.register(r.name.clone(), r.device.clone(), r.capabilities, Instant::now());
+        let now = Instant::now();
+        let id = {
+            let mut inner = self.shared.lock();
+            inner.expire(now);
+            inner.registry.register(r.name.clone(), r.device.clone(), r.capabilities, now)
+        };
+        let Some(id) = id else {
+            let max = self.shared.opts.leases.max_workers;
+            return Err(reject(
+                "Register",
+                Status::resource_exhausted(format!("{max} workers are registered (leases.max_workers): no room for another")),
+            ));
+        };
         tracing::info!(worker_id = id, name = %r.name, device = %r.device, "worker registered");
-        Ok(Response::new(pb::RegisterResponse { worker_id: id, heartbeat_interval_ms: interval.min(u32::MAX as u64) as u32 }))
+        Ok(Response::new(pb::RegisterResponse {
+            worker_id: id,
+            heartbeat_interval_ms: interval.min(u32::MAX as u64) as u32,
+            max_abs_reward: self.shared.opts.max_abs_reward,
+        }))
     }
 
     async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
@@ -216,9 +213,21 @@ impl Learner for LearnerService {
         if !(r.tokens_per_second.is_finite() && r.tokens_per_second >= 0.0) {
             return Err(reject("Heartbeat", Status::invalid_argument("tokens_per_second: not a finite value ≥ 0")));
         }
+        let cap = self.shared.opts.leases.max_leases_per_worker;
+        if r.lease_ids.len() > cap {
+            return Err(reject(
+                "Heartbeat",
+                Status::invalid_argument(format!("lease_ids: {} entries exceed leases.max_leases_per_worker = {cap}", r.lease_ids.len())),
+            ));
+        }
+        let now = Instant::now();
         let mut inner = self.shared.lock();
         let latest = inner.latest_version();
-        let Some(w) = inner.registry.touch(r.worker_id, Instant::now()) else {
+        // Claim before expiring: a heartbeat that names a lease keeps it alive.
+        let mut held = r.lease_ids.clone();
+        held.push(r.lease_id);
+        inner.leases.claim(r.worker_id, &held, now);
+        let Some(w) = inner.touch(r.worker_id, now) else {
             return Err(reject("Heartbeat", unknown_worker(r.worker_id)));
         };
         w.tokens_per_second = r.tokens_per_second;
@@ -231,8 +240,19 @@ impl Learner for LearnerService {
         let r = request.into_inner();
         let now = Instant::now();
         let mut inner = self.shared.lock();
-        if inner.registry.touch(r.worker_id, now).is_none() {
+        if inner.touch(r.worker_id, now).is_none() {
             return Err(reject("LeaseWork", unknown_worker(r.worker_id)));
+        }
+        let held = inner.leases.active_leases(r.worker_id);
+        let cap = self.shared.opts.leases.max_leases_per_worker;
+        if held >= cap {
+            return Err(reject(
+                "LeaseWork",
+                Status::resource_exhausted(format!(
+                    "worker_id {} holds {held} unsubmitted leases (leases.max_leases_per_worker = {cap}): submit or return them first",
+                    r.worker_id
+                )),
+            ));
         }
         let retry = self.shared.opts.leases.no_work_retry_ms.min(u32::MAX as u64) as u32;
         let no_work = |reason: &str| pb::LeaseWorkResponse {
@@ -265,7 +285,7 @@ impl Learner for LearnerService {
     async fn fetch_adapter(&self, request: Request<pb::FetchAdapterRequest>) -> Result<Response<ChunkStream>, Status> {
         let r = request.into_inner();
         let mut inner = self.shared.lock();
-        if inner.registry.touch(r.worker_id, Instant::now()).is_none() {
+        if inner.touch(r.worker_id, Instant::now()).is_none() {
             return Err(reject("FetchAdapter", unknown_worker(r.worker_id)));
         }
         let wanted = AdapterVersion::new(r.version);
@@ -291,13 +311,22 @@ impl Learner for LearnerService {
         self.submit(request.into_inner()).map(Response::new).map_err(|s| reject("SubmitGroups", s))
     }
 
+    async fn return_prompts(&self, request: Request<pb::ReturnPromptsRequest>) -> Result<Response<pb::ReturnPromptsResponse>, Status> {
+        self.return_prompts(request.into_inner()).map(Response::new).map_err(|s| reject("ReturnPrompts", s))
+    }
+
     async fn get_status(&self, _request: Request<pb::GetStatusRequest>) -> Result<Response<pb::LearnerStatus>, Status> {
         let dataset_size = self.shared.examples.as_ref().map_or(0, |e| e.dataset_size());
         let now = Instant::now();
         let mut inner = self.shared.lock();
-        inner.leases.sweep(now);
-        inner.registry.prune(now);
+        inner.expire(now);
         let c = inner.leases.counters();
+        let absent = inner.registry.absent_for(now);
+        let alert = Duration::from_millis(self.shared.opts.leases.no_worker_alert_ms);
+        let warning = match absent {
+            Some(d) if d >= alert && !inner.leases.is_phase_done() => no_worker_warning(d),
+            _ => String::new(),
+        };
         let mut workers: Vec<pb::WorkerInfo> = inner
             .registry
             .iter()
@@ -327,6 +356,13 @@ impl Learner for LearnerService {
             duplicate_groups: c.duplicate_groups,
             stale_groups: c.stale_groups,
             expired_leases: c.expired_leases,
+            returned_prompts: c.returned_prompts,
+            returns_by_reason: inner.leases.returns_by_reason().map(|(k, v)| (k.to_string(), v)).collect(),
+            rejected_groups: c.rejected_groups,
+            abandoned_prompts: c.abandoned,
+            no_worker_ms: absent.map_or(0, |d| d.as_millis() as u64),
+            warning,
+            last_failure: inner.leases.last_failure().to_string(),
         }))
     }
 
@@ -338,13 +374,38 @@ impl Learner for LearnerService {
         if jsonl.trim().is_empty() {
             return Err(reject("AddExamples", Status::invalid_argument("jsonl: empty")));
         }
+        let lines = jsonl.lines().count();
+        if lines > limits::MAX_ADD_EXAMPLES_LINES {
+            return Err(reject(
+                "AddExamples",
+                Status::invalid_argument(format!(
+                    "jsonl: {lines} lines exceed the limit of {} per request: split it",
+                    limits::MAX_ADD_EXAMPLES_LINES
+                )),
+            ));
+        }
         // Parsing and appending may touch disk: keep it off the async workers.
         let outcome = tokio::task::spawn_blocking(move || sink.add_jsonl(&jsonl))
             .await
-            .map_err(|e| reject("AddExamples", Status::internal(format!("dataset append failed: {e}"))))?;
+            .map_err(|e| reject("AddExamples", Status::internal(format!("dataset append failed: {e}"))))?
+            .map_err(|e| {
+                let status = if e.no_space {
+                    Status::resource_exhausted(format!("nothing appended: {e}"))
+                } else {
+                    Status::internal(format!("nothing appended: {e}"))
+                };
+                reject("AddExamples", status)
+            })?;
+        let rejected_total = outcome.rejected.len() as u32;
         Ok(Response::new(pb::AddExamplesResponse {
             accepted: outcome.accepted,
-            rejected: outcome.rejected.into_iter().map(|(line, reason)| pb::LineRejection { line, reason }).collect(),
+            rejected: outcome
+                .rejected
+                .into_iter()
+                .take(limits::MAX_REJECTIONS_LISTED)
+                .map(|(line, reason)| pb::LineRejection { line, reason })
+                .collect(),
+            rejected_total,
         }))
     }
 }

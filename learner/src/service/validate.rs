@@ -10,6 +10,8 @@ use asrl_common::sample::Completion;
 use asrl_common::transport::convert::{finish_from_wire, WireError};
 use asrl_proto::v1 as pb;
 
+use super::limits::{MAX_REWARD_COMPONENTS, MAX_REWARD_NAME_BYTES};
+
 /// A log-prob slightly above 0 is rounding; anything larger is not a log-probability.
 const LOGPROB_TOLERANCE: f32 = 1e-3;
 
@@ -22,6 +24,8 @@ pub struct Submission<'a> {
     pub prompts: &'a [&'a PromptWork],
     pub sampling: &'a SamplingParams,
     pub vocab_size: u32,
+    /// Bound on |reward| of totals and components (`reward.max_abs`).
+    pub max_abs_reward: f64,
 }
 
 pub fn validate_groups(groups: Vec<pb::GroupResult>, lease: &Submission<'_>) -> Result<Vec<RolloutGroup>, WireError> {
@@ -85,17 +89,22 @@ fn validate_completion(c: pb::CompletionResult, cf: &str, lease: &Submission<'_>
         return Err(WireError::new(format!("{cf}.logprobs[{k}]"), format!("{lp} is not a finite log-probability ≤ 0")));
     }
     let finish = finish_from_wire(c.finish_reason, &format!("{cf}.finish_reason"))?;
-    if !c.total_reward.is_finite() {
-        return Err(WireError::new(format!("{cf}.total_reward"), format!("{} is not finite", c.total_reward)));
+    check_reward(c.total_reward, &format!("{cf}.total_reward"), lease.max_abs_reward)?;
+    if c.rewards.len() > MAX_REWARD_COMPONENTS {
+        return Err(WireError::new(
+            format!("{cf}.rewards"),
+            format!("{} components exceed the limit of {MAX_REWARD_COMPONENTS}", c.rewards.len()),
+        ));
     }
     let mut components = BTreeMap::new();
     for (k, r) in c.rewards.into_iter().enumerate() {
-        if r.name.is_empty() {
-            return Err(WireError::new(format!("{cf}.rewards[{k}].name"), "empty"));
+        if r.name.is_empty() || r.name.len() > MAX_REWARD_NAME_BYTES {
+            return Err(WireError::new(
+                format!("{cf}.rewards[{k}].name"),
+                format!("must be 1 to {MAX_REWARD_NAME_BYTES} bytes, got {}", r.name.len()),
+            ));
         }
-        if !r.score.is_finite() {
-            return Err(WireError::new(format!("{cf}.rewards[{k}].score"), format!("{} is not finite", r.score)));
-        }
+        check_reward(r.score, &format!("{cf}.rewards[{k}].score"), lease.max_abs_reward)?;
         components.insert(r.name, r.score);
     }
     Ok(ScoredCompletion {
@@ -105,6 +114,18 @@ fn validate_completion(c: pb::CompletionResult, cf: &str, lease: &Submission<'_>
     })
 }
 
+/// A reward must be finite and within ±`bound`: a finite but absurd score (say 1e308) would
+/// otherwise overflow the advantages' sums.
+pub fn check_reward(value: f64, field: &str, bound: f64) -> Result<(), WireError> {
+    if !value.is_finite() {
+        return Err(WireError::new(field, format!("{value} is not finite")));
+    }
+    if value.abs() > bound {
+        return Err(WireError::new(field, format!("{value:e} is outside the reward bound ±{bound} (reward.max_abs)")));
+    }
+    Ok(())
+}
+
 pub fn validate_timings(t: Option<&pb::Timings>) -> Result<(), WireError> {
     if let Some(t) = t {
         if !(t.generation_seconds.is_finite() && t.generation_seconds >= 0.0) {
@@ -112,4 +133,21 @@ pub fn validate_timings(t: Option<&pb::Timings>) -> Result<(), WireError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewards_must_be_finite_and_within_the_bound() {
+        assert!(check_reward(999.0, "r", 1000.0).is_ok());
+        assert!(check_reward(-1000.0, "r", 1000.0).is_ok());
+        for bad in [1e308, -1e308, 1000.5, f64::NAN, f64::INFINITY] {
+            let e = check_reward(bad, "groups[0].completions[1].total_reward", 1000.0).unwrap_err().to_string();
+            assert!(e.contains("groups[0].completions[1].total_reward"), "{e}");
+        }
+        let e = check_reward(1e308, "x", 1000.0).unwrap_err().to_string();
+        assert!(e.contains("1e308") && e.contains("reward.max_abs"), "{e}");
+    }
 }

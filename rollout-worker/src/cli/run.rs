@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use asrl_common::cli::ModelArgs;
+use asrl_common::cli::{ModelArgs, TokenArgs};
 use asrl_common::config::{
     AsrlConfig, ConfigError, GrpcClientConfig, GrpcServerConfig, RewardConfig, WeightDtype, DEFAULT_MAX_MESSAGE_BYTES,
 };
@@ -27,16 +27,19 @@ pub struct RunArgs {
     // `--device` is this worker's own: the config's `model.device` is the learner's.
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Learner URL, e.g. http://127.0.0.1:50051 (https:// needs the `tls` feature). Default:
-    /// http:// + the config's `learner.addr`.
+    /// Learner URL, e.g. http://127.0.0.1:50051 or https://host:50051. Default: the config's
+    /// `learner.addr`, over https when the config sets `learner.tls_cert` or `learner.tls_ca`.
     #[arg(long)]
     pub learner: Option<String>,
     /// Name shown in the learner's status (default: hostname-pid).
     #[arg(long)]
     pub name: Option<String>,
-    /// Shared auth token for the learner and this worker's status endpoint.
+    /// Shared auth token for the learner and this worker's status endpoint. Prefer
+    /// --token-file or $ASRL_TOKEN: a flag's value shows in `ps`.
     #[arg(long, env = "ASRL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub token_source: TokenArgs,
     /// Where this worker's own status service listens.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub status_bind: SocketAddr,
@@ -46,7 +49,8 @@ pub struct RunArgs {
     /// Prompts per lease to ask for (0: the learner's default).
     #[arg(long, default_value_t = 0)]
     pub max_prompts: u32,
-    /// PEM CA certificate of the learner (https URLs).
+    /// PEM CA certificate of the learner (https URLs). Default: the config's `learner.tls_ca`,
+    /// else its `learner.tls_cert` (a self-signed certificate is its own CA).
     #[arg(long)]
     pub tls_ca: Option<PathBuf>,
 }
@@ -61,6 +65,8 @@ pub struct Resolved {
     /// `learner.max_message_mib` of the config, else the client default.
     pub max_message_bytes: usize,
     pub reward: RewardConfig,
+    /// CA that verifies the learner's certificate (https URLs).
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -88,15 +94,17 @@ impl RunArgs {
         };
         let learner = match (&self.learner, &cfg) {
             (Some(l), _) => l.clone(),
-            (None, Some(c)) => format!("http://{}", c.learner.addr),
+            (None, Some(c)) => c.learner.url(),
             (None, None) => return Err(missing("--learner", "is required without --config").into()),
         };
+        let token = self.token_source.resolve(self.token.as_deref(), cfg.as_ref().and_then(|c| c.learner.token()))?;
         Ok(Resolved {
             model,
             dtype,
             learner,
-            token: self.token.clone().or_else(|| cfg.as_ref().and_then(|c| c.learner.token())),
+            token,
             max_message_bytes: cfg.as_ref().map_or(DEFAULT_MAX_MESSAGE_BYTES, |c| c.learner.max_message_bytes()),
+            tls_ca: self.tls_ca.clone().or_else(|| cfg.as_ref().and_then(|c| c.learner.worker_ca())),
             reward: cfg.map(|c| c.reward).unwrap_or_default(),
         })
     }
@@ -110,7 +118,7 @@ impl RunArgs {
             client: GrpcClientConfig {
                 url: resolved.learner.clone(),
                 auth_token: resolved.token.clone(),
-                tls_ca: self.tls_ca.clone(),
+                tls_ca: resolved.tls_ca.clone(),
                 max_message_bytes: resolved.max_message_bytes,
                 ..Default::default()
             },
@@ -193,6 +201,25 @@ mod tests {
         assert_eq!((r.model.as_path(), r.dtype, r.learner.as_str()), (Path::new("x"), WeightDtype::F16, "http://h:1"));
         let bare = args(&["--model", "x", "--learner", "http://h:1"]).resolve().unwrap();
         assert_eq!((bare.dtype, bare.max_message_bytes), (WeightDtype::F32, DEFAULT_MAX_MESSAGE_BYTES));
+    }
+
+    #[test]
+    fn tls_config_gives_an_https_url_and_the_ca_and_a_token_file_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.toml");
+        let toml = "[model]\npath = \"m.gguf\"\n[learner]\naddr = \"h:7000\"\nauth_token = \"cfg\"\n\
+                    tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n";
+        std::fs::write(&path, toml).unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "file-token\n").unwrap();
+        let run = args(&["--config", path.to_str().unwrap(), "--token-file", token.to_str().unwrap()]);
+        let r = run.resolve().unwrap();
+        assert_eq!(r.learner, "https://h:7000");
+        assert_eq!(r.token.as_deref(), Some("file-token"));
+        let opts = run.worker_options(&r);
+        assert_eq!(opts.client.tls_ca.as_deref(), Some(Path::new("cert.pem")));
+        let flag = args(&["--config", path.to_str().unwrap(), "--tls-ca", "ca.pem"]).resolve().unwrap();
+        assert_eq!(flag.tls_ca.as_deref(), Some(Path::new("ca.pem")));
     }
 
     #[test]

@@ -129,7 +129,7 @@ pub async fn run_adapter_push(payload: Vec<u8>, params: usize, iterations: usize
         return Err(BenchError::NoIterations);
     }
     let (service, handle, _experiences) =
-        new_learner(ServiceOptions { leases: LeaseConfig::default(), vocab_size: 151_936 }, None);
+        new_learner(ServiceOptions::new(LeaseConfig::default(), 151_936), None);
     let payload_bytes = payload.len();
     let expected = transport::AdapterPayload::new(AdapterVersion::INITIAL, payload.clone());
     handle.publish_adapter(AdapterVersion::INITIAL, payload)?;
