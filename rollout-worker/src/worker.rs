@@ -1,6 +1,7 @@
-//! The rollout loop: register, heartbeat, lease work, fetch the adapter version the lease
-//! requires, generate and score each group, submit, repeat. A learner that goes away is
-//! reconnected with backoff; a learner that forgot this worker (restart) is re-registered.
+//! The rollout loop: register (advertising the batch capacity), heartbeat, lease work, fetch
+//! the adapter version the lease requires, generate every group of the lease in one batch,
+//! score each, submit, repeat. A learner that goes away is reconnected with backoff; a learner
+//! that forgot this worker (restart) is re-registered.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +28,8 @@ pub struct WorkerOptions {
     pub capabilities: Vec<String>,
     /// Prompts per lease to ask for (0: the learner's default).
     pub max_prompts: u32,
+    /// Sequences the engine decodes together, advertised at registration (lease sizing).
+    pub max_sequences: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +140,7 @@ impl<E: RolloutEngine> Loop<E> {
             name: self.opts.name.clone(),
             device: self.opts.device.clone(),
             capabilities: self.opts.capabilities.clone(),
+            max_sequences: self.opts.max_sequences,
         };
         let reg = match client.register(with_deadline(register, self.unary_deadline())).await {
             Ok(r) => r.into_inner(),
@@ -251,34 +255,13 @@ impl<E: RolloutEngine> Loop<E> {
 
         self.status.set_state("generating");
         let started = Instant::now();
-        let mut generated_tokens = 0u64;
-        let mut groups = Vec::with_capacity(prompts.len());
-        for prompt in prompts {
-            let params = SamplingParams { seed: prompt_seed(sampling.seed, &prompt.prompt_id), ..sampling.clone() };
-            let reward = self.reward.clone();
-            let (prompt, scored) = self
-                .with_engine(move |engine| {
-                    let completions = engine.sample_group(&prompt, &params).map_err(WorkerError::Engine)?;
-                    check_group(&prompt, &params, &completions)?;
-                    let rewards = reward.score_group(&prompt, &completions)?;
-                    if rewards.len() != completions.len() {
-                        return Err(WorkerError::BadGroup {
-                            prompt_id: prompt.prompt_id.clone(),
-                            message: format!("{} reward scores for {} completions", rewards.len(), completions.len()),
-                        });
-                    }
-                    let scored = completions
-                        .into_iter()
-                        .zip(rewards)
-                        .map(|(completion, reward)| ScoredCompletion { completion, reward })
-                        .collect::<Vec<_>>();
-                    Ok((prompt, scored))
-                })
-                .await
-                .map_err(SessionEnd::Fatal)?;
-            generated_tokens += scored.iter().map(|c| c.completion.tokens.len() as u64).sum::<u64>();
-            groups.push(group_to_wire(&prompt, &scored));
-        }
+        let reward = self.reward.clone();
+        let scored = self
+            .with_engine(move |engine| generate_lease(engine, reward.as_ref(), prompts, &sampling))
+            .await
+            .map_err(SessionEnd::Fatal)?;
+        let generated_tokens: u64 = scored.iter().flat_map(|(_, g)| g).map(|c| c.completion.tokens.len() as u64).sum();
+        let groups: Vec<pb::GroupResult> = scored.iter().map(|(prompt, g)| group_to_wire(prompt, g)).collect();
         let seconds = started.elapsed().as_secs_f64();
 
         self.status.set_state("submitting");
@@ -363,6 +346,42 @@ pub fn prompt_seed(seed: u64, prompt_id: &str) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+/// Samples every prompt of a lease in one batch (each with its own [`prompt_seed`]), checks
+/// and scores each group.
+fn generate_lease<E: RolloutEngine>(
+    engine: &mut E,
+    reward: &dyn GroupScorer,
+    prompts: Vec<PromptWork>,
+    sampling: &SamplingParams,
+) -> Result<Vec<(PromptWork, Vec<ScoredCompletion>)>, WorkerError> {
+    let params: Vec<SamplingParams> =
+        prompts.iter().map(|p| SamplingParams { seed: prompt_seed(sampling.seed, &p.prompt_id), ..sampling.clone() }).collect();
+    let groups = engine.sample_groups(&prompts, &params).map_err(WorkerError::Engine)?;
+    if groups.len() != prompts.len() {
+        return Err(WorkerError::BadGroup {
+            prompt_id: prompts.first().map(|p| p.prompt_id.clone()).unwrap_or_default(),
+            message: format!("{} groups for a lease of {} prompts", groups.len(), prompts.len()),
+        });
+    }
+    prompts
+        .into_iter()
+        .zip(groups)
+        .zip(&params)
+        .map(|((prompt, completions), params)| {
+            check_group(&prompt, params, &completions)?;
+            let rewards = reward.score_group(&prompt, &completions)?;
+            if rewards.len() != completions.len() {
+                return Err(WorkerError::BadGroup {
+                    prompt_id: prompt.prompt_id.clone(),
+                    message: format!("{} reward scores for {} completions", rewards.len(), completions.len()),
+                });
+            }
+            let scored = completions.into_iter().zip(rewards).map(|(completion, reward)| ScoredCompletion { completion, reward }).collect();
+            Ok((prompt, scored))
+        })
+        .collect()
 }
 
 fn check_group(prompt: &PromptWork, params: &SamplingParams, completions: &[Completion]) -> Result<(), WorkerError> {

@@ -2,12 +2,15 @@
 //!
 //! - `transformer`: the decoder (differentiable `forward`, fused cached `forward_cached`).
 //! - `cache`: the preallocated KV cache.
+//! - `decode`, `batch_cache`: one decode step over sequences of many prompts (rollout leases).
 //! - `lora`: LoRA `Var`s; `peft`: PEFT adapter files / transport bytes.
 //! - `hf`: loading HF dirs (and dispatching `.gguf`); `gguf`: reading GGUF files as HF-named tensors.
 //! - `logprobs`: per-token log-probabilities.
 
+mod batch_cache;
 mod cache;
 mod config;
+mod decode;
 mod error;
 pub mod gguf;
 mod hf;
@@ -18,6 +21,7 @@ mod peft;
 mod random;
 mod transformer;
 
+pub use batch_cache::BatchKvCache;
 pub use cache::KvCache;
 pub use config::{Arch, ModelConfig};
 pub use error::ModelError;

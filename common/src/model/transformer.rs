@@ -11,17 +11,17 @@ use super::{Arch, KvCache, LoraAdapter, ModelConfig, ModelError};
 use crate::config::LoraTarget;
 
 #[derive(Clone)]
-struct Layer {
-    input_norm: Tensor,
-    post_norm: Tensor,
-    q_norm: Option<Tensor>,
-    k_norm: Option<Tensor>,
+pub(super) struct Layer {
+    pub(super) input_norm: Tensor,
+    pub(super) post_norm: Tensor,
+    pub(super) q_norm: Option<Tensor>,
+    pub(super) k_norm: Option<Tensor>,
     /// Projection weights (out, in), indexed like `LoraTarget::ALL`.
     proj: [Tensor; 7],
 }
 
 impl Layer {
-    fn w(&self, t: LoraTarget) -> &Tensor {
+    pub(super) fn w(&self, t: LoraTarget) -> &Tensor {
         &self.proj[t as usize]
     }
 }
@@ -29,13 +29,13 @@ impl Layer {
 /// Frozen base weights. Cloning is cheap: tensors are reference-counted.
 #[derive(Clone)]
 pub struct Model {
-    cfg: ModelConfig,
-    device: Device,
-    dtype: DType,
-    embed: Tensor,
-    layers: Vec<Layer>,
-    norm: Tensor,
-    lm_head: Tensor,
+    pub(super) cfg: ModelConfig,
+    pub(super) device: Device,
+    pub(super) dtype: DType,
+    pub(super) embed: Tensor,
+    pub(super) layers: Vec<Layer>,
+    pub(super) norm: Tensor,
+    pub(super) lm_head: Tensor,
 }
 
 impl std::fmt::Debug for Model {
@@ -104,7 +104,7 @@ pub(crate) fn validate_config(cfg: &ModelConfig, origin: &str) -> Result<(), Mod
 
 /// Which op flavour a pass uses: differentiable primitives or fused inference kernels.
 #[derive(Clone, Copy, PartialEq)]
-enum Path {
+pub(super) enum Path {
     Train,
     Infer,
 }
@@ -247,7 +247,7 @@ impl Model {
         Ok(merged)
     }
 
-    fn check_ids(&self, ids: &Tensor) -> Result<(usize, usize), ModelError> {
+    pub(super) fn check_ids(&self, ids: &Tensor) -> Result<(usize, usize), ModelError> {
         if ids.dtype() != DType::U32 {
             return Err(ModelError::Input(format!("input_ids must be u32, got {:?}", ids.dtype())));
         }
@@ -264,15 +264,21 @@ impl Model {
         Ok((b, t))
     }
 
-    /// cos / sin tables (t, head_dim/2) for positions `start..start+t`, computed in f32 as HF does.
+    /// cos / sin tables (t, head_dim/2) for positions `start..start+t`.
     fn rope_tables(&self, start: usize, t: usize) -> Result<(Tensor, Tensor), ModelError> {
+        self.rope_at(start..start + t)
+    }
+
+    /// cos / sin tables (positions, head_dim/2), computed in f32 as HF does.
+    pub(super) fn rope_at(&self, positions: impl ExactSizeIterator<Item = usize>) -> Result<(Tensor, Tensor), ModelError> {
+        let t = positions.len();
         let half = self.cfg.head_dim / 2;
         let inv_freq: Vec<f32> = (0..half)
             .map(|i| 1.0 / (self.cfg.rope_theta as f32).powf((2 * i) as f32 / self.cfg.head_dim as f32))
             .collect();
         let mut cos = Vec::with_capacity(t * half);
         let mut sin = Vec::with_capacity(t * half);
-        for p in start..start + t {
+        for p in positions {
             for f in &inv_freq {
                 let angle = p as f32 * f;
                 cos.push(angle.cos());
@@ -339,7 +345,7 @@ impl Model {
     }
 
     /// RMSNorm over the last dim, in f32 like HF, then scaled by the weight in the model dtype.
-    fn norm(&self, x: &Tensor, w: &Tensor, path: Path) -> Result<Tensor, ModelError> {
+    pub(super) fn norm(&self, x: &Tensor, w: &Tensor, path: Path) -> Result<Tensor, ModelError> {
         let eps = self.cfg.rms_norm_eps;
         Ok(match path {
             Path::Infer => candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?,

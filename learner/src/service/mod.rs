@@ -206,8 +206,14 @@ impl Learner for LearnerService {
             return Err(reject("Register", Status::invalid_argument(format!("device: {:?} is not `cpu` or `cuda:N`", r.device))));
         }
         let interval = self.shared.opts.leases.heartbeat_interval_ms;
-        let id = self.shared.lock().registry.register(r.name.clone(), r.device.clone(), r.capabilities, Instant::now());
-        tracing::info!(worker_id = id, name = %r.name, device = %r.device, "worker registered");
+        let now = Instant::now();
+        let mut inner = self.shared.lock();
+        let id = inner.registry.register(r.name.clone(), r.device.clone(), r.capabilities, now);
+        if let Some(w) = inner.registry.touch(id, now) {
+            w.max_sequences = r.max_sequences;
+        }
+        drop(inner);
+        tracing::info!(worker_id = id, name = %r.name, device = %r.device, max_sequences = r.max_sequences, "worker registered");
         Ok(Response::new(pb::RegisterResponse { worker_id: id, heartbeat_interval_ms: interval.min(u32::MAX as u64) as u32 }))
     }
 
@@ -231,9 +237,9 @@ impl Learner for LearnerService {
         let r = request.into_inner();
         let now = Instant::now();
         let mut inner = self.shared.lock();
-        if inner.registry.touch(r.worker_id, now).is_none() {
+        let Some(max_sequences) = inner.registry.touch(r.worker_id, now).map(|w| w.max_sequences) else {
             return Err(reject("LeaseWork", unknown_worker(r.worker_id)));
-        }
+        };
         let retry = self.shared.opts.leases.no_work_retry_ms.min(u32::MAX as u64) as u32;
         let no_work = |reason: &str| pb::LeaseWorkResponse {
             outcome: Some(pb::lease_work_response::Outcome::NoWork(pb::NoWork { retry_after_ms: retry, reason: reason.into() })),
@@ -242,7 +248,8 @@ impl Learner for LearnerService {
         if version.is_none() {
             return Ok(Response::new(no_work("no adapter published yet")));
         }
-        let Some(grant) = inner.leases.lease(r.worker_id, r.max_prompts as usize, version, now) else {
+        let size = inner.leases.lease_size(r.max_prompts, max_sequences, inner.registry.len());
+        let Some(grant) = inner.leases.lease(r.worker_id, size, version, now) else {
             let reason = if inner.leases.is_phase_done() { "no rollout phase in progress" } else { "every prompt is leased" };
             return Ok(Response::new(no_work(reason)));
         };

@@ -16,6 +16,8 @@ pub struct WorkerEntry {
     pub adapter_version: AdapterVersion,
     pub groups_completed: u64,
     pub lease_id: u64,
+    /// Sequences the worker decodes together, as it registered (0: not advertised).
+    pub max_sequences: u32,
 }
 
 #[derive(Debug)]
@@ -48,6 +50,7 @@ impl WorkerRegistry {
                 adapter_version: AdapterVersion::NONE,
                 groups_completed: 0,
                 lease_id: 0,
+                max_sequences: 0,
             },
         );
         id
@@ -70,6 +73,14 @@ impl WorkerRegistry {
             }
             alive
         });
+    }
+
+    pub fn len(&self) -> usize {
+        self.workers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.workers.is_empty()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&u64, &WorkerEntry)> {
