@@ -1,13 +1,16 @@
-//! KV-cached group sampling: one prefill of the prompt shared by `n` samples decoded as a batch,
-//! and the [`Completion`] it returns (the one completion type from sampler to trainer).
+//! KV-cached group sampling: one prefill of each prompt shared by its `n` samples, decoded
+//! as a batch (`batch`: many prompts' groups at once), and the [`Completion`] it returns (the
+//! one completion type from sampler to trainer).
 
-use candle_core::{DType, Tensor};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 
 use crate::config::SamplingParams;
 use crate::model::{LoraAdapter, Model, ModelError};
 use crate::tokenizer::Tokenizer;
+
+mod batch;
+
+pub use batch::{sample_groups, sample_groups_until, GroupRequest};
 
 /// Why sampling of one completion stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,68 +58,9 @@ pub fn sample_group_until(
     params: &SamplingParams,
     stop_ids: &[u32],
 ) -> Result<Vec<Completion>, ModelError> {
-    params.validate().map_err(|e| ModelError::Input(e.to_string()))?;
-    if prompt_ids.is_empty() {
-        return Err(ModelError::Input("the prompt has no tokens".into()));
-    }
-    let n = params.n;
-    let eos = stop_ids;
-    let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
-    let mut rows: Vec<(Vec<u32>, Vec<f32>, Option<FinishReason>)> = vec![(vec![], vec![], None); n];
-    if params.max_new_tokens == 0 {
-        return finish(rows, tokenizer);
-    }
-    let device = model.device();
-    let vocab = model.config().vocab_size;
-    let mut cache = model.new_cache_with_capacity(prompt_ids.len() + params.max_new_tokens);
-    let prompt = Tensor::new(prompt_ids, device)?.unsqueeze(0)?;
-    let mut logits = model.forward_cached_last(&prompt, &mut cache, adapter)?; // (1, vocab)
-    cache.repeat_batch(n)?;
-    // Row i of the batch (and the cache) is sample active[i].
-    let mut active: Vec<usize> = (0..n).collect();
-    let mut shared_prefill = true;
-    loop {
-        let flat: Vec<f32> = logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        let mut keep = Vec::with_capacity(active.len());
-        for (pos, &sample) in active.iter().enumerate() {
-            let row = if shared_prefill { 0 } else { pos };
-            let (tok, lp) = sample_token(&flat[row * vocab..(row + 1) * vocab], params.temperature, params.top_p, &mut rng);
-            let r = &mut rows[sample];
-            r.0.push(tok);
-            r.1.push(lp);
-            if eos.contains(&tok) {
-                r.2 = Some(FinishReason::Eos);
-            } else if r.0.len() >= params.max_new_tokens {
-                r.2 = Some(FinishReason::Length);
-            } else {
-                keep.push(pos);
-            }
-        }
-        shared_prefill = false;
-        if keep.is_empty() {
-            break;
-        }
-        if keep.len() < active.len() {
-            cache.select_rows(&keep)?;
-            active = keep.iter().map(|&p| active[p]).collect();
-        }
-        let last: Vec<u32> = active.iter().map(|&s| *rows[s].0.last().unwrap_or(&0)).collect();
-        let input = Tensor::from_vec(last, (active.len(), 1), device)?;
-        logits = model.forward_cached_last(&input, &mut cache, adapter)?;
-    }
-    finish(rows, tokenizer)
-}
-
-fn finish(
-    rows: Vec<(Vec<u32>, Vec<f32>, Option<FinishReason>)>,
-    tokenizer: &Tokenizer,
-) -> Result<Vec<Completion>, ModelError> {
-    rows.into_iter()
-        .map(|(tokens, logprobs, f)| {
-            let text = tokenizer.decode(&tokens, true)?;
-            Ok(Completion { tokens, logprobs, text, finish: f.unwrap_or(FinishReason::Length) })
-        })
-        .collect()
+    let request = GroupRequest { prompt_ids, params: params.clone() };
+    let mut groups = sample_groups_until(model, adapter, tokenizer, &[request], params.n, stop_ids)?;
+    Ok(groups.pop().unwrap_or_default())
 }
 
 /// Samples one token; returns it with its log-prob under softmax(logits / T) before top-p
@@ -197,6 +141,9 @@ fn sample_top_p(probs: &[f64], top_p: f64, rng: &mut impl Rng) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
     use super::*;
 
     #[test]

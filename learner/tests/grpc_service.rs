@@ -85,7 +85,7 @@ fn leases(timeout_ms: u64) -> LeaseConfig {
 }
 
 async fn register(c: &mut LearnerClient<AuthChannel>, name: &str) -> u64 {
-    let r = pb::RegisterRequest { name: name.into(), device: "cpu".into(), capabilities: vec![] };
+    let r = pb::RegisterRequest { name: name.into(), device: "cpu".into(), capabilities: vec![], max_sequences: 0 };
     c.register(r).await.unwrap().into_inner().worker_id
 }
 
@@ -260,7 +260,7 @@ async fn bad_requests_get_precise_statuses_and_change_nothing() {
     assert_eq!(hb.code(), Code::NotFound);
     let lw = c.lease_work(pb::LeaseWorkRequest { worker_id: 777, max_prompts: 0 }).await.unwrap_err();
     assert_eq!(lw.code(), Code::NotFound);
-    let reg = c.register(pb::RegisterRequest { name: "x".into(), device: "tpu".into(), capabilities: vec![] }).await.unwrap_err();
+    let reg = c.register(pb::RegisterRequest { name: "x".into(), device: "tpu".into(), capabilities: vec![], max_sequences: 0 }).await.unwrap_err();
     assert_eq!(reg.code(), Code::InvalidArgument);
 
     let mut r = submission(w, &ls);

@@ -82,7 +82,7 @@ fn leases(heartbeat_ms: u64) -> LeaseConfig {
 }
 
 async fn register(c: &mut LearnerClient<AuthChannel>, name: &str) -> u64 {
-    let r = pb::RegisterRequest { name: name.into(), device: "cpu".into(), capabilities: vec![] };
+    let r = pb::RegisterRequest { name: name.into(), device: "cpu".into(), capabilities: vec![], max_sequences: 0 };
     c.register(r).await.unwrap().into_inner().worker_id
 }
 
@@ -261,7 +261,7 @@ async fn a_phase_without_workers_is_reported_not_lost() {
 async fn oversized_requests_are_refused_by_name() {
     let l = start(leases(1000), 2, Some(Sink { fail: false })).await;
     let mut c = l.client().await;
-    let reg = |name: String, device: &str, caps: Vec<String>| pb::RegisterRequest { name, device: device.into(), capabilities: caps };
+    let reg = |name: String, device: &str, caps: Vec<String>| pb::RegisterRequest { name, device: device.into(), capabilities: caps, max_sequences: 0 };
     for (r, field) in [
         (reg("n".repeat(1 << 20), "cpu", vec![]), "name"),
         (reg("w".into(), &"c".repeat(1 << 20), vec![]), "device"),

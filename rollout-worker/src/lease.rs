@@ -1,11 +1,11 @@
 //! One lease end to end: parse it, make sure its adapter version is loaded, generate and score
-//! each prompt's group, give back the prompts that failed (with their reason), submit the rest.
+//! every prompt's group in one batch, give back the prompts that failed (with their reason), submit the rest.
 
 use std::time::{Duration, Instant};
 
 use asrl_common::config::SamplingParams;
 use asrl_common::reward::Reward;
-use asrl_common::rollout::{AdapterVersion, PromptWork, ScoredCompletion};
+use asrl_common::rollout::{AdapterVersion, GroupScorer, PromptWork, ScoredCompletion};
 use asrl_common::sample::Completion;
 use asrl_common::transport::convert::{completion_to_wire, prompt_from_wire, sampling_from_wire};
 use asrl_common::transport::{fetch_adapter_into, recycle_buffer, with_deadline, AuthChannel, FetchError};
@@ -34,6 +34,7 @@ impl Failed {
 
 fn reason_of(e: &WorkerError) -> pb::ReturnReason {
     match e {
+        WorkerError::Failed { reason, .. } => *reason,
         WorkerError::Reward(_) => pb::ReturnReason::RewardError,
         WorkerError::BadGroup { .. } => pb::ReturnReason::MalformedGroup,
         _ => pb::ReturnReason::EngineError,
@@ -88,16 +89,13 @@ impl<E: RolloutEngine> Loop<E> {
         let mut generated_tokens = 0u64;
         let mut groups = Vec::with_capacity(prompts.len());
         let mut failed = Vec::new();
-        for prompt in prompts {
-            match self.generate(&prompt, &sampling).await {
-                Ok(scored) => match self.check_rewards(&scored) {
-                    Ok(()) => {
-                        generated_tokens += scored.iter().map(|c| c.completion.tokens.len() as u64).sum::<u64>();
-                        groups.push(group_to_wire(&prompt, &scored));
-                    }
-                    Err(message) => failed.push(Failed::new(&prompt.prompt_id, pb::ReturnReason::RewardOutOfBounds, message)),
-                },
-                Err(WorkerError::Join(e)) => return Err(SessionEnd::Fatal(WorkerError::Join(e))),
+        for (prompt, outcome) in self.generate(prompts, &sampling).await? {
+            match outcome.and_then(|scored| Ok((self.check_rewards(&scored), scored))) {
+                Ok((Ok(()), scored)) => {
+                    generated_tokens += scored.iter().map(|c| c.completion.tokens.len() as u64).sum::<u64>();
+                    groups.push(group_to_wire(&prompt, &scored));
+                }
+                Ok((Err(message), _)) => failed.push(Failed::new(&prompt.prompt_id, pb::ReturnReason::RewardOutOfBounds, message)),
                 Err(e) => {
                     tracing::error!(lease_id, prompt_id = %prompt.prompt_id, error = %e, "prompt failed; giving it back");
                     failed.push(Failed::new(&prompt.prompt_id, reason_of(&e), e.to_string()));
@@ -119,24 +117,50 @@ impl<E: RolloutEngine> Loop<E> {
         Ok(())
     }
 
-    /// Samples and scores one prompt's group on the engine thread.
-    async fn generate(&mut self, prompt: &PromptWork, sampling: &SamplingParams) -> Result<Vec<ScoredCompletion>, WorkerError> {
-        let params = SamplingParams { seed: prompt_seed(sampling.seed, &prompt.prompt_id), ..sampling.clone() };
+    /// Samples every prompt of the lease in one batch (each with its own [`prompt_seed`]) and
+    /// scores each group, on the engine thread. A batch the engine refuses is sampled again
+    /// prompt by prompt, so one bad prompt is given back alone; a panic fails the whole lease's
+    /// prompts. `Err`: the engine thread is gone.
+    async fn generate(&mut self, prompts: Vec<PromptWork>, sampling: &SamplingParams) -> Result<Vec<Scored>, SessionEnd> {
+        let leased = prompts.clone();
         let reward = self.reward.clone();
-        let prompt = prompt.clone();
-        self.with_engine(move |engine| {
-            let completions = engine.sample_group(&prompt, &params).map_err(WorkerError::Engine)?;
-            check_group(&prompt, &params, &completions)?;
-            let rewards = reward.score_group(&prompt, &completions)?;
-            if rewards.len() != completions.len() {
-                return Err(WorkerError::BadGroup {
-                    prompt_id: prompt.prompt_id.clone(),
-                    message: format!("{} reward scores for {} completions", rewards.len(), completions.len()),
-                });
+        let sampling = sampling.clone();
+        let result = self
+            .with_engine(move |engine| {
+                let params: Vec<SamplingParams> =
+                    prompts.iter().map(|p| SamplingParams { seed: prompt_seed(sampling.seed, &p.prompt_id), ..sampling.clone() }).collect();
+                let batch = match engine.sample_groups(&prompts, &params) {
+                    Ok(groups) if groups.len() == prompts.len() => groups.into_iter().map(Ok).collect(),
+                    Ok(groups) if prompts.len() == 1 => {
+                        vec![Err(WorkerError::BadGroup { prompt_id: prompts[0].prompt_id.clone(), message: format!("{} groups for one prompt", groups.len()) })]
+                    }
+                    Err(e) if prompts.len() == 1 => vec![Err(WorkerError::Engine(e))],
+                    other => {
+                        let why = other.map_or_else(|e| e.to_string(), |g| format!("{} groups for {} prompts", g.len(), prompts.len()));
+                        tracing::warn!(prompts = prompts.len(), error = %why, "batched sampling failed; sampling the lease prompt by prompt");
+                        prompts.iter().zip(&params).map(|(p, q)| engine.sample_group(p, q).map_err(WorkerError::Engine)).collect::<Vec<_>>()
+                    }
+                };
+                let scored = prompts
+                    .into_iter()
+                    .zip(params)
+                    .zip(batch)
+                    .map(|((prompt, params), completions)| {
+                        let outcome = completions.and_then(|c| score_group(reward.as_ref(), &prompt, &params, c));
+                        (prompt, outcome)
+                    })
+                    .collect();
+                Ok(scored)
+            })
+            .await;
+        match result {
+            Ok(scored) => Ok(scored),
+            Err(e @ WorkerError::Join(_)) => Err(SessionEnd::Fatal(e)),
+            Err(e) => {
+                let (reason, message) = (reason_of(&e), e.to_string());
+                Ok(leased.into_iter().map(|p| (p, Err(WorkerError::Failed { reason, message: message.clone() }))).collect())
             }
-            Ok(completions.into_iter().zip(rewards).map(|(completion, reward)| ScoredCompletion { completion, reward }).collect())
-        })
-        .await
+        }
     }
 
     /// Every total and component finite and within the learner's bound.
@@ -330,6 +354,27 @@ pub fn prompt_seed(seed: u64, prompt_id: &str) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+/// A prompt and what became of its group.
+type Scored = (PromptWork, Result<Vec<ScoredCompletion>, WorkerError>);
+
+/// Checks a sampled group's shape and scores it.
+fn score_group(
+    reward: &dyn GroupScorer,
+    prompt: &PromptWork,
+    params: &SamplingParams,
+    completions: Vec<Completion>,
+) -> Result<Vec<ScoredCompletion>, WorkerError> {
+    check_group(prompt, params, &completions)?;
+    let rewards = reward.score_group(prompt, &completions)?;
+    if rewards.len() != completions.len() {
+        return Err(WorkerError::BadGroup {
+            prompt_id: prompt.prompt_id.clone(),
+            message: format!("{} reward scores for {} completions", rewards.len(), completions.len()),
+        });
+    }
+    Ok(completions.into_iter().zip(rewards).map(|(completion, reward)| ScoredCompletion { completion, reward }).collect())
 }
 
 fn check_group(prompt: &PromptWork, params: &SamplingParams, completions: &[Completion]) -> Result<(), WorkerError> {

@@ -45,7 +45,7 @@ fn run(args: cli::RunArgs) -> anyhow::Result<()> {
     let device = args.model.device.open()?;
     let loaded = asrl_common::model::load(&resolved.model, &device, resolved.dtype.to_candle())
         .with_context(|| format!("loading model {}", resolved.model.display()))?;
-    let engine = ModelEngine::new(loaded);
+    let engine = ModelEngine::new(loaded).with_max_sequences(resolved.max_sequences);
     let rewards = RewardScorer::from_config(&resolved.reward)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     let result = runtime.block_on(cli::run::run(&args, &resolved, engine, Arc::new(rewards)));

@@ -1,5 +1,6 @@
-//! The rollout loop: register, heartbeat, lease work, fetch the adapter version the lease
-//! requires, generate and score each group, submit, repeat (one lease: `lease.rs`).
+//! The rollout loop: register (advertising the batch capacity), heartbeat, lease work, fetch
+//! the adapter version the lease requires, generate every group of the lease in one batch,
+//! score each, submit, repeat (one lease: `lease.rs`).
 //!
 //! Failures are contained: a transient RPC failure is retried with backoff against the same
 //! registration (and the same submission: `SubmitGroups` is idempotent); a per-prompt engine,
@@ -33,6 +34,8 @@ pub struct WorkerOptions {
     pub capabilities: Vec<String>,
     /// Prompts per lease to ask for (0: the learner's default).
     pub max_prompts: u32,
+    /// Sequences the engine decodes together, advertised at registration (lease sizing).
+    pub max_sequences: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +52,9 @@ pub enum WorkerError {
     Register(Status),
     #[error("engine thread panicked: {0}")]
     Join(String),
+    /// A failure shared by every prompt of a lease (the batch's engine call panicked).
+    #[error("{message}")]
+    Failed { reason: pb::ReturnReason, message: String },
 }
 
 /// Why a session with the learner ended.
@@ -179,6 +185,7 @@ impl<E: RolloutEngine> Loop<E> {
             name: self.opts.name.clone(),
             device: self.opts.device.clone(),
             capabilities: self.opts.capabilities.clone(),
+            max_sequences: self.opts.max_sequences,
         };
         let reg = match client.register(with_deadline(register, self.unary_deadline())).await {
             Ok(r) => r.into_inner(),

@@ -119,6 +119,7 @@ fn opts(url: &str) -> WorkerOptions {
         device: "cpu".into(),
         capabilities: vec![],
         max_prompts: 0,
+        max_sequences: 0,
     }
 }
 

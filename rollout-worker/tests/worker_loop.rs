@@ -83,6 +83,7 @@ fn worker_opts(url: &str, name: &str) -> WorkerOptions {
         device: "cpu".into(),
         capabilities: vec![],
         max_prompts: 0,
+        max_sequences: 0,
     }
 }
 

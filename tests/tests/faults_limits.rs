@@ -45,7 +45,7 @@ async fn oversized_requests_and_a_full_disk_get_error_statuses_and_the_learner_s
     let rss_before = rss_kib(pid);
 
     // Register: every field bounded; the registry too.
-    let reg = |name: String, device: &str, caps: Vec<String>| pb::RegisterRequest { name, device: device.into(), capabilities: caps };
+    let reg = |name: String, device: &str, caps: Vec<String>| pb::RegisterRequest { name, device: device.into(), capabilities: caps, max_sequences: 0 };
     for r in [
         reg("n".repeat(1 << 20), "cpu", vec![]),
         reg("w".into(), &"x".repeat(1 << 20), vec![]),

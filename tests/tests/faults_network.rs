@@ -56,7 +56,7 @@ async fn absurd_rewards_from_a_worker_are_rejected_and_the_run_goes_on() {
     let ended = watch(&mut client, &mut l, Duration::from_secs(120), |s| s.phase == "grpo" && s.prompts_pending == 2).await;
     assert!(ended.is_none(), "{}", log_of(dir, "learner.log"));
 
-    let reg = pb::RegisterRequest { name: "liar".into(), device: "cpu".into(), capabilities: vec![] };
+    let reg = pb::RegisterRequest { name: "liar".into(), device: "cpu".into(), capabilities: vec![], max_sequences: 0 };
     let reply = client.register(reg).await.unwrap().into_inner();
     assert_eq!(reply.max_abs_reward, 1000.0, "the bound is told at registration");
     let liar = reply.worker_id;

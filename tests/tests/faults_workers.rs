@@ -27,7 +27,7 @@ async fn a_worker_killed_mid_lease_is_re_leased_within_three_heartbeats() {
     let killed = Instant::now();
 
     // A probe worker (this test) asks for work until the dead worker's prompts come back.
-    let reg = pb::RegisterRequest { name: "probe".into(), device: "cpu".into(), capabilities: vec![] };
+    let reg = pb::RegisterRequest { name: "probe".into(), device: "cpu".into(), capabilities: vec![], max_sequences: 0 };
     let probe = client.register(reg).await.unwrap().into_inner().worker_id;
     let lease = loop {
         client.heartbeat(pb::HeartbeatRequest { worker_id: probe, ..Default::default() }).await.unwrap();

@@ -5,11 +5,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LeaseConfig {
-    /// Prompts per lease (a worker asks for at most this many). Default 4.
+    /// Most prompts one lease carries. A lease holds what the worker batches
+    /// (`workers.max_sequences / n` as it advertised), its fair share of the phase's pending
+    /// prompts among the registered workers, and what it asks for, capped by this. Default 64.
     pub prompts_per_lease: usize,
     /// Upper bound on a lease's life even while its worker heartbeats (a worker whose engine
-    /// hangs keeps heartbeating). Default 600 s (4 prompts × 6 completions × 300 tokens on a slow
-    /// CPU worker fit well inside it). A dead worker loses its leases after `worker_timeout_ms`.
+    /// hangs keeps heartbeating). Default 600 s (48 sequences × 300 tokens decoded together on a
+    /// slow CPU worker fit inside it). A dead worker loses its leases after `worker_timeout_ms`.
     pub lease_timeout_ms: u64,
     /// Results generated with an adapter more than this many versions behind the latest are
     /// dropped (and their prompts re-queued). Default 1. Not a TOML field: `asrl-learner train`
@@ -40,7 +42,7 @@ pub struct LeaseConfig {
 impl Default for LeaseConfig {
     fn default() -> Self {
         Self {
-            prompts_per_lease: 4,
+            prompts_per_lease: 64,
             lease_timeout_ms: 600_000,
             max_staleness: 1,
             adapter_versions_kept: 2,

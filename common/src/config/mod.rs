@@ -33,7 +33,7 @@ pub use root::{AsrlConfig, ConfigError};
 pub use run::RunConfig;
 pub use sampling::{SamplingError, SamplingField, SamplingParams};
 pub use schedule::{Monitor, ScheduleConfig, ScheduleKind};
-pub use workers::WorkersConfig;
+pub use workers::{WorkersConfig, DEFAULT_MAX_SEQUENCES};
 pub use train::{
     AdvantageScaling, CheckpointConfig, GrpoConfig, LossAggregation, OptimiserConfig, SftConfig,
     TrainConfig,

@@ -181,6 +181,9 @@ impl AsrlConfig {
         if !(self.eval.temperature >= 0.0 && self.eval.temperature.is_finite()) {
             return bad("eval.temperature", format!("is {}: must be finite and >= 0", self.eval.temperature));
         }
+        if self.workers.max_sequences == 0 {
+            return bad("workers.max_sequences", "must be at least 1".into());
+        }
         if self.leases.prompts_per_lease == 0 || self.leases.lease_timeout_ms == 0 {
             return bad("leases.prompts_per_lease", "and leases.lease_timeout_ms must be at least 1".into());
         }

@@ -50,6 +50,18 @@ impl KvCache {
         }
     }
 
+    /// Layer `layer`'s cached keys and values (b, kv_heads, len, head_dim), views of the buffers.
+    pub(crate) fn layer_kv(&self, layer: usize) -> Result<Option<(Tensor, Tensor)>, ModelError> {
+        match self.layers.get(layer) {
+            Some(Some((k, v))) => Ok(Some((k.narrow(2, 0, self.len)?, v.narrow(2, 0, self.len)?))),
+            _ => Ok(None),
+        }
+    }
+
+    pub(crate) fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
     pub(crate) fn advance(&mut self, t: usize) {
         self.len += t;
     }

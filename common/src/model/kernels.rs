@@ -1,17 +1,29 @@
-//! A CPU kernel for the decode step's skinny products `x Wᵀ` (a few rows of `x`).
+//! CPU kernels for the decode step: the skinny products `x Wᵀ` (a few rows of `x`) and
+//! single-position attention against cached keys/values.
 //!
 //! gemm packs the whole weight for such shapes and runs at a fraction of memory bandwidth
 //! (SmolLM2's 49152×576 vocabulary projection for 6 rows: ~45 ms). Here each weight row is
-//! loaded once and multiplied into up to 4 rows of `x` at a time (AVX2/FMA when the CPU has
-//! it), so the step is bound by streaming the weights. Inference only: no backward.
+//! loaded once and multiplied into blocks of up to 6 rows of `x` (AVX2/FMA when the CPU has
+//! it), so the step is bound by streaming the weights. Every row of `x` is accumulated in the
+//! same order whatever the other rows are, so a row's result never depends on which rows
+//! share the call (batched sampling relies on it). Inference only: no backward.
 
 use candle_core::{DType, Storage, Tensor};
 use rayon::prelude::*;
 
 use super::ModelError;
 
-/// Up to this many rows of `x` the dot-product kernel beats gemm.
+mod batch_attention;
+
+pub(crate) use batch_attention::{batch_decode_attention, RowSpan};
+
+/// Up to this many rows of `x` the dot-product kernel beats gemm (a prefill's few tokens).
 pub(crate) const MAX_ROWS: usize = 16;
+
+/// Rows a batched decode step sends through the kernel rather than gemm: past 16 rows gemm
+/// is about as fast, but its result for a row depends on the row count, and batched
+/// sampling promises the same tokens alone or in any batch.
+pub(crate) const MAX_DECODE_ROWS: usize = 1024;
 
 /// Output rows per parallel task (keeps rayon overhead small next to the work).
 const CHUNK: usize = 64;
@@ -19,11 +31,20 @@ const CHUNK: usize = 64;
 /// `x Wᵀ` for CPU f32 `x` (n, in) with n <= MAX_ROWS and contiguous `w` (out, in);
 /// `None` when the inputs do not qualify (then use `matmul`).
 pub(crate) fn skinny_matmul_t(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>, ModelError> {
+    dot_matmul_t(x, w, MAX_ROWS)
+}
+
+/// [`skinny_matmul_t`] for a batched decode step: up to [`MAX_DECODE_ROWS`] rows.
+pub(crate) fn decode_matmul_t(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>, ModelError> {
+    dot_matmul_t(x, w, MAX_DECODE_ROWS)
+}
+
+fn dot_matmul_t(x: &Tensor, w: &Tensor, max_rows: usize) -> Result<Option<Tensor>, ModelError> {
     if !x.device().is_cpu() || x.dtype() != DType::F32 || w.dtype() != DType::F32 {
         return Ok(None);
     }
     let (Ok((n, k)), Ok((out, k2))) = (x.dims2(), w.dims2()) else { return Ok(None) };
-    if n > MAX_ROWS || k != k2 {
+    if n > max_rows || k != k2 {
         return Ok(None);
     }
     let x = x.contiguous()?;

@@ -2,6 +2,7 @@
 //!
 //! - `transformer`: the decoder (differentiable `forward`, fused cached `forward_cached`).
 //! - `cache`: the preallocated KV cache.
+//! - `decode`, `batch_cache`: one decode step over sequences of many prompts (rollout leases).
 //! - `lora`: LoRA `Var`s; `peft`: PEFT adapter files / transport bytes.
 //! - `hf`: loading HF dirs (and dispatching `.gguf`); `gguf`: reading GGUF files as HF-named tensors.
 //! - `logprobs`: per-token log-probabilities.
@@ -9,8 +10,10 @@
 //! - `train`: the training engine (fused ops, hand-driven backward, activation checkpointing).
 //! - `dropout`: seeded LoRA dropout masks shared by both training paths.
 
+mod batch_cache;
 mod cache;
 mod config;
+mod decode;
 mod dropout;
 mod error;
 pub mod export;
@@ -25,6 +28,7 @@ mod train;
 mod transformer;
 mod weights;
 
+pub use batch_cache::BatchKvCache;
 pub use cache::KvCache;
 pub use config::{Arch, ModelConfig};
 pub use error::ModelError;

@@ -43,7 +43,7 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
 }
 
 /// An adapter whose B matrices are non-zero, so it changes the model.
-fn busy_adapter(cfg: &ModelConfig, lora: &LoraConfig, seed: u64) -> LoraAdapter {
+pub(crate) fn busy_adapter(cfg: &ModelConfig, lora: &LoraConfig, seed: u64) -> LoraAdapter {
     let a = LoraAdapter::new(lora, cfg, &Device::Cpu, seed).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(seed + 1);
     for (name, var) in a.vars() {

@@ -90,7 +90,7 @@ pub(crate) fn validate_config(cfg: &ModelConfig, origin: &str) -> Result<(), Mod
 
 /// Which op flavour a pass uses: differentiable primitives or fused inference kernels.
 #[derive(Clone, Copy, PartialEq)]
-enum Path {
+pub(super) enum Path {
     Train,
     Infer,
 }
@@ -276,7 +276,7 @@ impl Model {
         Ok(merged)
     }
 
-    fn check_ids(&self, ids: &Tensor) -> Result<(usize, usize), ModelError> {
+    pub(super) fn check_ids(&self, ids: &Tensor) -> Result<(usize, usize), ModelError> {
         if ids.dtype() != DType::U32 {
             return Err(ModelError::Input(format!("input_ids must be u32, got {:?}", ids.dtype())));
         }
@@ -299,15 +299,21 @@ impl Model {
         Ok((cos.to_dtype(self.dtype)?, sin.to_dtype(self.dtype)?))
     }
 
-    /// The same tables in f32, computed as HF does.
+    /// The same tables in f32.
     pub(super) fn rope_tables_f32(&self, start: usize, t: usize) -> Result<(Tensor, Tensor), ModelError> {
+        self.rope_at(start..start + t)
+    }
+
+    /// cos / sin tables (positions, head_dim/2), computed in f32 as HF does.
+    pub(super) fn rope_at(&self, positions: impl ExactSizeIterator<Item = usize>) -> Result<(Tensor, Tensor), ModelError> {
+        let t = positions.len();
         let half = self.cfg.head_dim / 2;
         let inv_freq: Vec<f32> = (0..half)
             .map(|i| 1.0 / (self.cfg.rope_theta as f32).powf((2 * i) as f32 / self.cfg.head_dim as f32))
             .collect();
         let mut cos = Vec::with_capacity(t * half);
         let mut sin = Vec::with_capacity(t * half);
-        for p in start..start + t {
+        for p in positions {
             for f in &inv_freq {
                 let angle = p as f32 * f;
                 cos.push(angle.cos());
@@ -375,7 +381,7 @@ impl Model {
     }
 
     /// RMSNorm over the last dim, in f32 like HF, then scaled by the weight in the model dtype.
-    fn norm(&self, x: &Tensor, w: &Tensor, path: Path) -> Result<Tensor, ModelError> {
+    pub(super) fn norm(&self, x: &Tensor, w: &Tensor, path: Path) -> Result<Tensor, ModelError> {
         let eps = self.cfg.rms_norm_eps;
         Ok(match path {
             Path::Infer => candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?,

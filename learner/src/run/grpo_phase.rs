@@ -51,25 +51,13 @@ impl EpochLoop {
             while let Some(group) = self.rollouts.next(&mut wait)? {
                 pending.push(group);
                 if pending.len() >= per_step || wait.remaining() == 0 {
-                    let groups = std::mem::take(&mut pending);
-                    for m in self.trainer.grpo_step(&groups)? {
-                        self.after_grpo_step(epoch, &m)?;
-                    }
-                    self.publish()?;
-                    if let Some(g) = &mut cursor.grpo {
-                        g.trained.extend(groups.iter().filter_map(|grp| question_position(&prefix, &grp.prompt_id)));
-                        g.trained.sort_unstable();
-                    }
-                    self.checkpoint_if_due(cursor)?;
+                    self.grpo_step(epoch, &prefix, std::mem::take(&mut pending), cursor)?;
                 }
             }
-        }
-        // The phase can end with groups short of a step when its last prompts were abandoned.
-        if !pending.is_empty() {
-            for m in self.trainer.grpo_step(&pending)? {
-                self.after_grpo_step(epoch, &m)?;
+            // The phase can end with groups short of a step when its last prompts were abandoned.
+            if !pending.is_empty() {
+                self.grpo_step(epoch, &prefix, pending, cursor)?;
             }
-            self.publish()?;
         }
         let phase = self.trainer.end_phase()?;
         let leases = self.rollouts.handle().phase_counters();
@@ -86,6 +74,19 @@ impl EpochLoop {
             "GRPO phase done"
         );
         Ok(phase)
+    }
+
+    /// One trainer step on `groups`, the adapter published, their questions marked trained.
+    fn grpo_step(&mut self, epoch: usize, prefix: &str, groups: Vec<RolloutGroup>, cursor: &mut EpochCursor) -> Result<(), RunError> {
+        for m in self.trainer.grpo_step(&groups)? {
+            self.after_grpo_step(epoch, &m)?;
+        }
+        self.publish()?;
+        if let Some(g) = &mut cursor.grpo {
+            g.trained.extend(groups.iter().filter_map(|grp| question_position(prefix, &grp.prompt_id)));
+            g.trained.sort_unstable();
+        }
+        self.checkpoint_if_due(cursor)
     }
 
     fn after_grpo_step(&mut self, epoch: usize, m: &GrpoStepMetrics) -> Result<(), RunError> {

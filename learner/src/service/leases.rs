@@ -251,6 +251,21 @@ impl LeaseManager {
         self.leases.values().filter(|l| l.worker_id == worker_id && l.state == LeaseState::Active).count()
     }
 
+    /// How many prompts a worker's next lease carries (before the configured cap): what its
+    /// engine batches (`max_sequences / n`, at least one group; 0 = not advertised), what it
+    /// asks for (`max_prompts`, 0 = anything), and its share of the phase's outstanding
+    /// (pending or leased) prompts among the `workers` registered, so that a small phase is
+    /// spread over every worker instead of batched on the first to ask.
+    pub fn lease_size(&self, max_prompts: u32, max_sequences: u32, workers: usize) -> usize {
+        let c = self.counters();
+        let share = ((c.pending + c.leased) as usize).div_ceil(workers.max(1));
+        let batch = match max_sequences {
+            0 => 0,
+            s => (s as usize / self.sampling.n.max(1)).max(1),
+        };
+        [max_prompts as usize, batch, share].into_iter().filter(|&k| k > 0).min().unwrap_or(0)
+    }
+
     /// Leases up to `max_prompts` (0: the configured default) pending prompts, or `None`.
     pub fn lease(&mut self, worker_id: u64, max_prompts: usize, adapter_version: AdapterVersion, now: Instant) -> Option<LeaseGrant> {
         self.sweep(now);

@@ -63,7 +63,7 @@ mod tests {
     use super::*;
 
     fn reg(name: &str, device: &str, caps: Vec<String>) -> pb::RegisterRequest {
-        pb::RegisterRequest { name: name.into(), device: device.into(), capabilities: caps }
+        pb::RegisterRequest { name: name.into(), device: device.into(), capabilities: caps, max_sequences: 0 }
     }
 
     #[test]

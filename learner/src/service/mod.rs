@@ -191,7 +191,11 @@ impl Learner for LearnerService {
         let id = {
             let mut inner = self.shared.lock();
             inner.expire(now);
-            inner.registry.register(r.name.clone(), r.device.clone(), r.capabilities, now)
+            let id = inner.registry.register(r.name.clone(), r.device.clone(), r.capabilities, now);
+            if let Some(w) = id.and_then(|id| inner.registry.touch(id, now)) {
+                w.max_sequences = r.max_sequences;
+            }
+            id
         };
         let Some(id) = id else {
             let max = self.shared.opts.leases.max_workers;
@@ -200,7 +204,7 @@ impl Learner for LearnerService {
                 Status::resource_exhausted(format!("{max} workers are registered (leases.max_workers): no room for another")),
             ));
         };
-        tracing::info!(worker_id = id, name = %r.name, device = %r.device, "worker registered");
+        tracing::info!(worker_id = id, name = %r.name, device = %r.device, max_sequences = r.max_sequences, "worker registered");
         Ok(Response::new(pb::RegisterResponse {
             worker_id: id,
             heartbeat_interval_ms: interval.min(u32::MAX as u64) as u32,
@@ -240,9 +244,9 @@ impl Learner for LearnerService {
         let r = request.into_inner();
         let now = Instant::now();
         let mut inner = self.shared.lock();
-        if inner.touch(r.worker_id, now).is_none() {
+        let Some(max_sequences) = inner.touch(r.worker_id, now).map(|w| w.max_sequences) else {
             return Err(reject("LeaseWork", unknown_worker(r.worker_id)));
-        }
+        };
         let held = inner.leases.active_leases(r.worker_id);
         let cap = self.shared.opts.leases.max_leases_per_worker;
         if held >= cap {
@@ -262,7 +266,8 @@ impl Learner for LearnerService {
         if version.is_none() {
             return Ok(Response::new(no_work("no adapter published yet")));
         }
-        let Some(grant) = inner.leases.lease(r.worker_id, r.max_prompts as usize, version, now) else {
+        let size = inner.leases.lease_size(r.max_prompts, max_sequences, inner.registry.len());
+        let Some(grant) = inner.leases.lease(r.worker_id, size, version, now) else {
             let reason = if inner.leases.is_phase_done() { "no rollout phase in progress" } else { "every prompt is leased" };
             return Ok(Response::new(no_work(reason)));
         };

@@ -16,6 +16,8 @@ pub struct WorkerEntry {
     pub adapter_version: AdapterVersion,
     pub groups_completed: u64,
     pub lease_id: u64,
+    /// Sequences the worker decodes together, as it registered (0: not advertised).
+    pub max_sequences: u32,
 }
 
 #[derive(Debug)]
@@ -56,6 +58,7 @@ impl WorkerRegistry {
                 adapter_version: AdapterVersion::NONE,
                 groups_completed: 0,
                 lease_id: 0,
+                max_sequences: 0,
             },
         );
         self.last_alive = self.last_alive.max(now);

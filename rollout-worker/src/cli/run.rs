@@ -7,6 +7,7 @@ use std::sync::Arc;
 use asrl_common::cli::{ModelArgs, TokenArgs};
 use asrl_common::config::{
     AsrlConfig, ConfigError, GrpcClientConfig, GrpcServerConfig, RewardConfig, WeightDtype, DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_SEQUENCES,
 };
 use asrl_common::rollout::GroupScorer;
 use clap::Args;
@@ -49,6 +50,10 @@ pub struct RunArgs {
     /// Prompts per lease to ask for (0: the learner's default).
     #[arg(long, default_value_t = 0)]
     pub max_prompts: u32,
+    /// Sequences decoded together (a lease's prompts × samples), advertised to the learner,
+    /// which sizes leases by it. Default: the config's `workers.max_sequences`, else 48.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sequences: Option<u32>,
     /// PEM CA certificate of the learner (https URLs). Default: the config's `learner.tls_ca`,
     /// else its `learner.tls_cert` (a self-signed certificate is its own CA).
     #[arg(long)]
@@ -67,6 +72,8 @@ pub struct Resolved {
     pub reward: RewardConfig,
     /// CA that verifies the learner's certificate (https URLs).
     pub tls_ca: Option<PathBuf>,
+    /// `--max-sequences`, else the config's `workers.max_sequences`.
+    pub max_sequences: usize,
 }
 
 impl RunArgs {
@@ -105,6 +112,11 @@ impl RunArgs {
             token,
             max_message_bytes: cfg.as_ref().map_or(DEFAULT_MAX_MESSAGE_BYTES, |c| c.learner.max_message_bytes()),
             tls_ca: self.tls_ca.clone().or_else(|| cfg.as_ref().and_then(|c| c.learner.worker_ca())),
+            max_sequences: match (self.max_sequences, &cfg) {
+                (Some(n), _) => n as usize,
+                (None, Some(c)) => c.workers.max_sequences,
+                (None, None) => DEFAULT_MAX_SEQUENCES,
+            },
             reward: cfg.map(|c| c.reward).unwrap_or_default(),
         })
     }
@@ -126,6 +138,7 @@ impl RunArgs {
             device: self.model.device.to_string(),
             capabilities: Vec::new(),
             max_prompts: self.max_prompts,
+            max_sequences: resolved.max_sequences.min(u32::MAX as usize) as u32,
         }
     }
 
@@ -184,7 +197,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run.toml");
         let toml = "[model]\npath = \"m.gguf\"\ndtype = \"bf16\"\ndevice = \"cuda:0\"\n\
-                    [learner]\naddr = \"10.0.0.2:7000\"\nauth_token = \" t \"\nmax_message_mib = 8\n";
+                    [learner]\naddr = \"10.0.0.2:7000\"\nauth_token = \" t \"\nmax_message_mib = 8\n\
+                    [workers]\nmax_sequences = 12\n";
         std::fs::write(&path, toml).unwrap();
         let run = args(&["--config", path.to_str().unwrap(), "--device", "cuda:1"]);
         let r = run.resolve().unwrap();
@@ -192,15 +206,18 @@ mod tests {
         assert_eq!((r.learner.as_str(), r.token.as_deref()), ("http://10.0.0.2:7000", Some("t")));
         let opts = run.worker_options(&r);
         assert_eq!(opts.client.max_message_bytes, 8 << 20);
+        assert_eq!((r.max_sequences, opts.max_sequences), (12, 12));
         // The worker's own device, not the learner's `model.device`.
         assert_eq!(opts.device, "cuda:1");
 
         // Flags win; without a config the client keeps its default limit.
-        let flags = args(&["--config", path.to_str().unwrap(), "--model", "x", "--dtype", "f16", "--learner", "http://h:1"]);
+        let flags = args(&["--config", path.to_str().unwrap(), "--model", "x", "--dtype", "f16", "--learner", "http://h:1", "--max-sequences", "7"]);
         let r = flags.resolve().unwrap();
+        assert_eq!(r.max_sequences, 7);
         assert_eq!((r.model.as_path(), r.dtype, r.learner.as_str()), (Path::new("x"), WeightDtype::F16, "http://h:1"));
         let bare = args(&["--model", "x", "--learner", "http://h:1"]).resolve().unwrap();
         assert_eq!((bare.dtype, bare.max_message_bytes), (WeightDtype::F32, DEFAULT_MAX_MESSAGE_BYTES));
+        assert_eq!(bare.max_sequences, DEFAULT_MAX_SEQUENCES);
     }
 
     #[test]

@@ -138,7 +138,7 @@ pub async fn run_adapter_push(payload: Vec<u8>, params: usize, iterations: usize
     let client_cfg = GrpcClientConfig { url: format!("http://{}", server.local_addr()), ..Default::default() };
     let mut client = transport::learner_client(transport::connect(&client_cfg).await?, &client_cfg)?;
     let worker_id = client
-        .register(RegisterRequest { name: "bench".into(), device: "cpu".into(), capabilities: vec![] })
+        .register(RegisterRequest { name: "bench".into(), device: "cpu".into(), capabilities: vec![], max_sequences: 0 })
         .await?
         .into_inner()
         .worker_id;

@@ -1,6 +1,6 @@
-//! `asrl-tools bench decode`: the decode step alone — a 43-token prefill, its cache copied into
-//! 6 rows, then one token per row per step — on SmolLM2-135M's shape (random weights) or
-//! `--model`. What `bench generate` measures end to end, without sampling.
+//! `asrl-tools bench decode`: the batched decode step alone — a 43-token prefill read by
+//! `--rows` sequences, then one token per row per step — on SmolLM2-135M's shape (random
+//! weights) or `--model`. What `bench generate` measures end to end, without sampling.
 
 use std::time::Instant;
 
@@ -19,6 +19,9 @@ pub struct DecodeArgs {
     /// Timed decode steps.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub steps: u32,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rows: u32,
 }
 
 pub fn run(args: &DecodeArgs) -> anyhow::Result<()> {
@@ -30,17 +33,22 @@ pub fn run(args: &DecodeArgs) -> anyhow::Result<()> {
         None => Model::random(smollm2_135m(), &dev, dtype, 0)?,
     };
     let prompt: Vec<u32> = (0..43).map(|i| 100 + i).collect();
-    let mut cache = model.new_cache_with_capacity(43 + 512);
+    let rows = args.rows as usize;
+    let mut prefill = model.new_cache_with_capacity(43);
     let s = Instant::now();
-    model.forward_cached_last(&Tensor::new(prompt.as_slice(), &dev)?.unsqueeze(0)?, &mut cache, None)?;
+    model.forward_cached_last(&Tensor::new(prompt.as_slice(), &dev)?.unsqueeze(0)?, &mut prefill, None)?;
     println!("prefill 43: {:.1} ms", s.elapsed().as_secs_f64() * 1e3);
-    cache.repeat_batch(6)?;
+    let mut cache = model.new_batch_cache(1, 43, rows, args.steps as usize)?;
+    cache.set_prompt(0, &prefill)?;
+    for slot in 0..rows {
+        cache.start_sequence(slot, 0)?;
+    }
+    let slots: Vec<usize> = (0..rows).collect();
     let s = Instant::now();
     for i in 0..args.steps {
-        let ids = Tensor::from_vec(vec![200u32 + i; 6], (6, 1), &dev)?;
-        model.forward_cached_last(&ids, &mut cache, None)?;
+        model.decode_step(&vec![200 + i; rows], &slots, &mut cache, None)?;
     }
     let ms = s.elapsed().as_secs_f64() * 1e3 / args.steps as f64;
-    println!("decode step (6 rows): {ms:.1} ms -> {:.1} tok/s", 6000.0 / ms);
+    println!("decode step ({rows} rows): {ms:.1} ms -> {:.1} tok/s", rows as f64 * 1000.0 / ms);
     Ok(())
 }

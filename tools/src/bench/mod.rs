@@ -14,7 +14,7 @@ pub enum BenchCommand {
     Sft(sft::SftArgs),
     /// KV-cached group sampling throughput (scripts/bench-generate.sh).
     Generate(generate::GenerateArgs),
-    /// Decode steps alone, 6 rows at a time (no sampling).
+    /// Batched decode steps alone, `--rows` sequences at a time (no sampling).
     Decode(decode::DecodeArgs),
     /// Adapter download over loopback gRPC, reassembled and verified (scripts/bench-adapter-push.sh).
     AdapterPush(adapter_push::AdapterPushArgs),

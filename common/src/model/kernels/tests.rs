@@ -38,3 +38,48 @@ fn matches_matmul() {
     let big = Tensor::zeros((17, 4), candle_core::DType::F32, &d).unwrap();
     assert!(super::skinny_matmul_t(&big, &Tensor::zeros((3, 4), candle_core::DType::F32, &d).unwrap()).unwrap().is_none());
 }
+
+/// Each row of the decode kernel is computed alone: the same bits in a batch of any size.
+#[test]
+fn decode_rows_do_not_depend_on_the_batch() {
+    let d = Device::Cpu;
+    for (n, k, out) in [(48, 576, 70), (33, 40, 129), (7, 1536, 9)] {
+        let x = Tensor::randn(0f32, 1., (n, k), &d).unwrap();
+        let w = Tensor::randn(0f32, 1., (out, k), &d).unwrap();
+        let all = super::decode_matmul_t(&x, &w).unwrap().unwrap().to_vec2::<f32>().unwrap();
+        for r in [0, n / 2, n - 1] {
+            let one = super::decode_matmul_t(&x.narrow(0, r, 1).unwrap(), &w).unwrap().unwrap();
+            assert_eq!(one.to_vec2::<f32>().unwrap()[0], all[r], "{n}x{k}x{out} row {r}");
+        }
+        let slow = x.matmul(&w.t().unwrap()).unwrap();
+        let fast = Tensor::new(all, &d).unwrap();
+        let diff = (fast - slow).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-3, "{n}x{k}x{out}: {diff}");
+    }
+}
+
+/// The batch attention kernel equals the masked candle version on ragged spans, and a row's
+/// result is the same alone.
+#[test]
+fn batch_attention_matches_masked_attention() {
+    use super::RowSpan;
+    let d = Device::Cpu;
+    let (nkv, g, hd) = (2, 3, 16);
+    let width = nkv * hd;
+    let (pk, pv) = (Tensor::randn(0f32, 1., (3 * 10, width), &d).unwrap(), Tensor::randn(0f32, 1., (3 * 10, width), &d).unwrap());
+    let (gk, gv) = (Tensor::randn(0f32, 1., (4 * 6, width), &d).unwrap(), Tensor::randn(0f32, 1., (4 * 6, width), &d).unwrap());
+    let span = |p: usize, pl: usize, s: usize, gl: usize| RowSpan { prompt_start: p * 10, prompt_len: pl, gen_start: s * 6, gen_len: gl };
+    let spans = [span(2, 7, 0, 1), span(0, 10, 3, 6), span(2, 7, 1, 4), span(1, 1, 2, 2)];
+    let q = Tensor::randn(0f32, 1., (spans.len(), nkv * g, hd), &d).unwrap();
+    let fast = super::batch_decode_attention(&q, (&pk, &pv), (&gk, &gv), &spans, 0.25).unwrap().unwrap();
+    let slow = crate::model::decode::masked_attention(&q, (&pk, &pv), (&gk, &gv), &spans, 0.25).unwrap();
+    let diff = (&fast - slow).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(diff < 1e-5, "batch attention: {diff}");
+    let fast = fast.to_vec2::<f32>().unwrap();
+    for (r, s) in spans.iter().enumerate() {
+        let one = super::batch_decode_attention(&q.narrow(0, r, 1).unwrap(), (&pk, &pv), (&gk, &gv), &[*s], 0.25).unwrap().unwrap();
+        assert_eq!(one.to_vec2::<f32>().unwrap()[0], fast[r], "row {r}");
+    }
+    let outside = [span(2, 11, 0, 1)];
+    assert!(super::batch_decode_attention(&q.narrow(0, 0, 1).unwrap(), (&pk, &pv), (&gk, &gv), &outside, 0.25).is_err());
+}

@@ -110,3 +110,26 @@ fn submission_checks() {
     assert_eq!(m.check_submission(a.lease_id, 1, v(7)).unwrap_err(), LeaseError::UnknownLease(a.lease_id));
     assert!(m.start_phase([prompts(1), prompts(1)].concat(), SamplingParams::default()).is_err());
 }
+
+#[test]
+fn lease_size_follows_batch_capacity_share_and_cap() {
+    let t0 = Instant::now();
+    let cfg = LeaseConfig { prompts_per_lease: 5, lease_timeout_ms: 1000, max_staleness: 1, ..Default::default() };
+    let mut m = LeaseManager::new(cfg);
+    m.start_phase(prompts(12), SamplingParams { n: 6, ..SamplingParams::default() }).unwrap();
+    // One worker batching 24 sequences: 4 groups of 6; one batching 5 still gets a group.
+    assert_eq!(m.lease_size(0, 24, 1), 4);
+    assert_eq!(m.lease_size(0, 5, 1), 1);
+    // It asks for fewer; capacity not advertised: the share (12 over 1 worker), then the cap.
+    assert_eq!(m.lease_size(2, 24, 1), 2);
+    assert_eq!(m.lease_size(0, 0, 1), 12);
+    assert_eq!(ids(&m.lease(1, m.lease_size(0, 0, 1), v(1), t0).unwrap()).len(), 5, "capped by prompts_per_lease");
+    // Three workers share the 12 outstanding prompts (5 leased, 7 pending): 4 each.
+    assert_eq!(m.lease_size(0, 48, 3), 4);
+    let b = m.lease(2, m.lease_size(0, 48, 3), v(1), t0).unwrap();
+    assert_eq!(ids(&b), ["p5", "p6", "p7", "p8"]);
+    // Greedy validation (n = 1): the batch capacity is prompts.
+    m.start_phase(prompts(30), SamplingParams { n: 1, ..SamplingParams::default() }).unwrap();
+    assert_eq!(m.lease_size(0, 16, 1), 16);
+    assert_eq!(m.lease_size(0, 16, 4), 8);
+}
