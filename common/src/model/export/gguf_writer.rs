@@ -136,6 +136,9 @@ pub(crate) fn write_gguf(
         } else {
             ty.ggml()
         };
+        // A row view of a stacked projection shares its parent's storage, which `quantize`
+        // would read whole: give it its own.
+        let t = t.force_contiguous().map_err(ExportError::tensor(&gg))?;
         let q = QTensor::quantize(&t, dtype).map_err(ExportError::tensor(&gg))?;
         tensors.push((gg, q));
     }

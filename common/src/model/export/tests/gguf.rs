@@ -79,7 +79,7 @@ fn expected_type(dims: &[usize], ty: GgufType) -> GgmlDType {
 }
 
 fn quantised(t: &Tensor, ty: GgufType) -> Tensor {
-    let q = candle_core::quantized::QTensor::quantize(t, expected_type(t.dims(), ty)).unwrap();
+    let q = candle_core::quantized::QTensor::quantize(&t.force_contiguous().unwrap(), expected_type(t.dims(), ty)).unwrap();
     q.dequantize(&Device::Cpu).unwrap()
 }
 
