@@ -186,36 +186,41 @@ async fn non_loopback_bind_needs_token_or_explicit_opt_out() {
 async fn lease_expiry_relets_and_late_duplicate_counts_once() {
     let l = start(None, leases(300), 2).await;
     let mut c = l.client(None).await;
+    // b registers after a's lease: a lone worker gets the whole phase (a fair share of 2).
     let a = register(&mut c, "a").await;
-    let b = register(&mut c, "b").await;
     let la = lease(&mut c, a).await.unwrap();
+    let b = register(&mut c, "b").await;
     assert_eq!(la.prompts.len(), 2);
     assert!(lease(&mut c, b).await.is_none(), "everything is leased to a");
 
     tokio::time::sleep(Duration::from_millis(400)).await;
+    // a is still registered, so b's leases hold its fair share: one prompt each.
     let lb = lease(&mut c, b).await.expect("a's expired prompts are re-leased");
-    let mut ids: Vec<_> = lb.prompts.iter().map(|p| p.prompt_id.clone()).collect();
+    let lb2 = lease(&mut c, b).await.expect("a's expired prompts are re-leased");
+    let mut ids: Vec<_> = lb.prompts.iter().chain(&lb2.prompts).map(|p| p.prompt_id.clone()).collect();
     ids.sort();
     assert_eq!(ids, ["p0", "p1"]);
 
-    let rb = c.submit_groups(submission(b, &lb)).await.unwrap().into_inner();
-    assert_eq!((rb.accepted, rb.duplicates, rb.stale), (2, 0, 0));
+    for l in [&lb, &lb2] {
+        let rb = c.submit_groups(submission(b, l)).await.unwrap().into_inner();
+        assert_eq!((rb.accepted, rb.duplicates, rb.stale), (1, 0, 0));
+    }
     let ra = c.submit_groups(submission(a, &la)).await.unwrap().into_inner();
     assert_eq!((ra.accepted, ra.duplicates, ra.stale), (0, 2, 0));
     let rb2 = c.submit_groups(submission(b, &lb)).await.unwrap().into_inner();
-    assert_eq!((rb2.accepted, rb2.duplicates), (0, 2), "a retried submission is not counted again");
+    assert_eq!((rb2.accepted, rb2.duplicates), (0, 1), "a retried submission is not counted again");
 
     let groups: Vec<_> = l.rx.try_iter().collect();
     assert_eq!(groups.len(), 2);
     assert!(groups.iter().all(|g| g.worker_id == b && g.completions.len() == GROUP && g.adapter_version == v(1)));
     // Each group carries the prompt tokens the learner leased (the worker does not echo them).
     for g in &groups {
-        let leased = lb.prompts.iter().find(|p| p.prompt_id == g.prompt_id).unwrap();
+        let leased = lb.prompts.iter().chain(&lb2.prompts).find(|p| p.prompt_id == g.prompt_id).unwrap();
         assert_eq!(&*g.prompt_tokens, &leased.prompt_token_ids[..]);
     }
 
     let s = c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner();
-    assert_eq!((s.prompts_completed, s.duplicate_groups, s.expired_leases, s.prompts_pending), (2, 4, 1, 0));
+    assert_eq!((s.prompts_completed, s.duplicate_groups, s.expired_leases, s.prompts_pending), (2, 3, 1, 0));
     assert_eq!(s.dataset_size, 42);
     let wb = s.workers.iter().find(|w| w.worker_id == b).unwrap();
     assert_eq!(wb.groups_completed, 2);
@@ -247,8 +252,8 @@ async fn bad_requests_get_precise_statuses_and_change_nothing() {
     let l = start(None, leases(60_000), 2).await;
     let mut c = l.client(None).await;
     let w = register(&mut c, "w").await;
-    let other = register(&mut c, "other").await;
     let ls = lease(&mut c, w).await.unwrap();
+    let other = register(&mut c, "other").await;
 
     let expect = |r: Result<tonic::Response<pb::SubmitGroupsResponse>, tonic::Status>, code: Code, needle: &str| {
         let e = r.unwrap_err();

@@ -259,7 +259,8 @@ async fn a_phase_without_workers_is_reported_not_lost() {
 /// Oversized requests of every RPC get the right status and change nothing; the server stays up.
 #[tokio::test]
 async fn oversized_requests_are_refused_by_name() {
-    let l = start(leases(1000), 2, Some(Sink { fail: false })).await;
+    // 6 prompts: each of the 3 workers' fair share is 2.
+    let l = start(leases(1000), 6, Some(Sink { fail: false })).await;
     let mut c = l.client().await;
     let reg = |name: String, device: &str, caps: Vec<String>| pb::RegisterRequest { name, device: device.into(), capabilities: caps, max_sequences: 0 };
     for (r, field) in [
@@ -284,7 +285,7 @@ async fn oversized_requests_are_refused_by_name() {
     // Heartbeat naming more leases than a worker may hold.
     let e = c.heartbeat(pb::HeartbeatRequest { worker_id: w, lease_ids: vec![1; 1000], ..Default::default() }).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    // LeaseWork asking for 4 billion prompts gets the configured lease size.
+    // LeaseWork asking for 4 billion prompts gets its fair share (2 of 6 among 3 workers).
     let big = c.lease_work(pb::LeaseWorkRequest { worker_id: w, max_prompts: u32::MAX }).await.unwrap().into_inner();
     let Some(pb::lease_work_response::Outcome::Lease(ls)) = big.outcome else { panic!("no lease") };
     assert_eq!(ls.prompts.len(), 2);
@@ -319,7 +320,7 @@ async fn oversized_requests_are_refused_by_name() {
     // Still up and serving. The two refused submissions (INVALID_ARGUMENT; the oversized one
     // never reached the service) re-queued the lease's prompts; a valid answer still counts.
     let s = status(&mut c).await;
-    assert_eq!((s.prompts_pending, s.rejected_groups, s.workers.len()), (2, 4, 3), "{s:?}");
+    assert_eq!((s.prompts_pending, s.rejected_groups, s.workers.len()), (6, 4, 3), "{s:?}");
     let r = c.submit_groups(submission(w, &ls, 1.0)).await.unwrap().into_inner();
     assert_eq!(r.accepted, 2);
     assert_eq!(l.rx.try_iter().count(), 2);
