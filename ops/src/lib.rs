@@ -27,6 +27,8 @@ pub mod rope;
 pub mod swiglu;
 
 pub use error::OpError;
+/// The CPU dot product every kernel here uses (8 lanes, tree-like accuracy), for the decode kernels.
+pub use cpu::dot;
 
 /// Which implementation an op runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,6 +12,7 @@ use candle_core::{DType, Storage, Tensor};
 use rayon::prelude::*;
 
 use super::ModelError;
+pub(crate) use asrl_ops::dot;
 
 mod batch_attention;
 
@@ -146,18 +147,6 @@ fn dot_block(w: &[f32], x: &[f32], k: usize, n: usize, dst: &mut [f32]) {
     }
 }
 
-/// Portable dot product with 8 independent lanes (vectorisable, and accurate like a tree sum).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ac.zip(bc) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
 
 #[cfg(target_arch = "x86_64")]
 mod avx {

@@ -12,7 +12,8 @@ mod simd;
 mod slice;
 
 pub(crate) use matmul::{matmul, Mat, MatMut};
-pub(crate) use simd::{dot, exp_affine_sum, max};
+pub use simd::dot;
+pub(crate) use simd::{exp_affine_sum, max};
 pub(crate) use slice::{tensor, CpuF32};
 
 /// Elements per rayon task for the streaming kernels: large enough that scheduling is noise,

@@ -14,7 +14,7 @@ pub(crate) fn exp_affine_sum(xs: &mut [f32], a: f32, shift: f32) -> f32 {
 }
 
 /// Σ a[i]·b[i] with 8 independent lanes (vectorisable, tree-like accuracy).
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
