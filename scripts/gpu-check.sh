@@ -414,7 +414,7 @@ for p in parity rollout train run; do
   fi
   b=${budget[$p]} left=$((total - (SECONDS - start) - 15))
   ((left < b)) && b=$left
-  if ((b < 10)); then
+  if ((left < 10)); then
     echo "timeout 0 0 no time left of --total $total" >"$results/$p.status"
     continue
   fi
