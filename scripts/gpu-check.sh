@@ -128,8 +128,12 @@ part_parity() {
   log "torch_side.py parity"
   measured torch.parity "$(left)" "$GC_PY" "$here/torch_side.py" parity --device "$GC_DEVICE" \
     --cases "$cases" --out "$GC_RESULTS/parity.checks.json" $GC_THREADS || failed=1
-  if [[ $failed == 1 ]] || grep -q '"status": "fail"' "$GC_RESULTS/parity.checks.json" 2>/dev/null; then
+  if [[ $failed == 1 ]]; then
     kv status fail
+    kv reason "a parity run failed (see logs/parity.log)"
+  elif grep -q '"status": "fail"' "$GC_RESULTS/parity.checks.json" 2>/dev/null; then
+    kv status fail
+    kv reason "$(grep -c '"status": "fail"' "$GC_RESULTS/parity.checks.json") checks out of tolerance"
   fi
 }
 
