@@ -38,7 +38,8 @@
 #   --total SECS          the whole command's budget (default 460): parts get what is left
 # Env: PYTHON (default python3): the interpreter of the torch side and of the report (stdlib).
 #      ASRL_GRPO_BENCH_ARGS: `asrl-tools bench sft` arguments of the GRPO micro-batch, used when
-#      `bench sft --help` mentions --grpo (default below).
+#      `bench sft --help` mentions grpo (default: --mode grpo --group-size 6 --prompt-tokens 1700
+#      --completion-tokens 300).
 # Exit status: 0 when every selected part passed or was skipped, 1 otherwise, 2 on bad usage.
 set -uo pipefail
 
@@ -194,9 +195,10 @@ part_train() {
   else
     status=error
   fi
-  if tools bench sft --help 2>/dev/null | grep -q -- '--grpo'; then
+  # The GRPO mode of `bench sft` (worktree bench: `--mode sft|grpo`), when this build has it.
+  if "$GC_BIN/asrl-tools" bench sft --help 2>/dev/null | grep -q 'grpo'; then
     local grpo_args
-    read -r -a grpo_args <<<"${ASRL_GRPO_BENCH_ARGS:---grpo --rows $rows --prompt-len $prompt --completion-len $completion}"
+    read -r -a grpo_args <<<"${ASRL_GRPO_BENCH_ARGS:---mode grpo --group-size $rows --prompt-tokens $prompt --completion-tokens $completion}"
     log "asrl-tools bench sft ${grpo_args[*]}"
     if out=$(measured asrl.grpo "$(($(left) / 2))" "$GC_BIN/asrl-tools" bench sft --model "$GC_MODEL" --dtype "$GC_DTYPE" \
       --device "$GC_DEVICE" --rank "$rank" --steps "$steps" "${grpo_args[@]}"); then
@@ -206,7 +208,7 @@ part_train() {
       status=error
     fi
   else
-    kv asrl.grpo_skipped "this asrl-tools' bench sft has no --grpo mode"
+    kv asrl.grpo_skipped "this asrl-tools' bench sft has no GRPO mode"
   fi
   local why
   why=$(no_torch)
