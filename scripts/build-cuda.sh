@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Builds the CUDA binaries (asrl-learner, asrl-rollout-worker) on a machine WITHOUT a system CUDA
+# Builds the CUDA binaries (asrl-learner, asrl-rollout-worker, asrl-tools) on a machine WITHOUT a system CUDA
 # toolkit and without a GPU, from pinned PyPI wheels (CUDA 13.0.x). Needs only python3 + pip,
 # cargo, a C compiler (gcc/cc) and binutils (readelf). Idempotent: a second run reuses the toolkit
 # and cargo's incremental state. See docs/cuda.md for the why of every step.
 #
 # Usage:
 #   scripts/build-cuda.sh            toolkit + `cargo build --release --features cuda` + dist/cuda/
+#   scripts/build-cuda.sh --bundle   the same, then scripts/bundle-cuda.sh: dist/cuda-bundle.tar.xz
+#                                    (stripped binaries, no CUDA libraries) for scripts/gpu-check.sh
 #   scripts/build-cuda.sh --check    toolkit + `cargo check --features cuda --all-targets` (CI-sized)
 #   scripts/build-cuda.sh --toolkit  only download/assemble the toolkit
 #   scripts/build-cuda.sh --env      print `export ...` lines; `eval "$(scripts/build-cuda.sh --env)"`
@@ -22,7 +24,7 @@
 #   PIP               pip command                  (default: python3 -m pip)
 #
 # Output layout (default mode):
-#   dist/cuda/{asrl-learner,asrl-rollout-worker,cuda-smoke,lib/*.so*,VERSIONS.txt}
+#   dist/cuda/{asrl-learner,asrl-rollout-worker,asrl-tools,cuda-smoke,lib/*.so*,VERSIONS.txt}
 # The binaries carry DT_RPATH=$ORIGIN/lib, so the folder runs on any x86-64 Linux with an NVIDIA
 # driver >= 580 (CUDA 13.0) and glibc >= the build machine's, without a CUDA toolkit.
 set -euo pipefail
@@ -33,6 +35,7 @@ cargo_extra=()
 while (($#)); do
   case "$1" in
     --check) mode=check ;;
+    --bundle) mode=bundle ;;
     --toolkit) mode=toolkit ;;
     --env) mode=env ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -210,9 +213,9 @@ assemble_dist() {
   rel=$(target_dir)/release
   rm -rf "$dist"
   mkdir -p "$dist/lib"
-  cp -f "$rel/asrl-learner" "$rel/asrl-rollout-worker" "$dist/"
+  cp -f "$rel/asrl-learner" "$rel/asrl-rollout-worker" "$rel/asrl-tools" "$dist/"
   cp -f "$rel/examples/cuda-smoke" "$dist/"
-  local bins=("$dist/asrl-learner" "$dist/asrl-rollout-worker" "$dist/cuda-smoke")
+  local bins=("$dist/asrl-learner" "$dist/asrl-rollout-worker" "$dist/asrl-tools" "$dist/cuda-smoke")
   collect_libs "${bins[@]}"
   check_driver_symbols "${bins[@]}"
   {
@@ -239,19 +242,22 @@ assemble_toolkit
 build_libcuda_stub
 export_env
 cd "$repo"
-packages=(-p asrl-learner -p asrl-rollout-worker)
+packages=(-p asrl-learner -p asrl-rollout-worker -p asrl-tools)
 case $mode in
   toolkit) print_env ;;
   check)
     log "cargo check --features cuda (CUDA_COMPUTE_CAP=$compute_cap, target dir $(target_dir))"
     cargo check --features cuda -p asrl-common "${packages[@]}" --all-targets ${cargo_extra[@]+"${cargo_extra[@]}"}
     ;;
-  build)
+  build|bundle)
     log "cargo build --release --features cuda (CUDA_COMPUTE_CAP=$compute_cap, target dir $(target_dir))"
     # cuda-smoke (common/examples) links every CUDA library candle uses, whatever the binaries
     # use so far, and is the first thing to run on a GPU machine.
     cargo build --release --features cuda "${packages[@]}" -p asrl-common --bins --example cuda-smoke \
       ${cargo_extra[@]+"${cargo_extra[@]}"}
     assemble_dist
+    if [[ $mode == bundle ]]; then
+      ASRL_CUDA_DIST=$dist "$repo/scripts/bundle-cuda.sh"
+    fi
     ;;
 esac

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use asrl_tools::{bench, demo_data};
+use asrl_tools::{bench, demo_data, parity, random_model};
 use clap::{Parser, Subcommand};
 
 /// Tools around asrl: demo data and benchmarks.
@@ -20,6 +20,11 @@ enum Command {
     /// Throughput benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Log-probs, LoRA gradients and greedy tokens of one model for the torch comparison of
+    /// scripts/gpu-check.sh.
+    Parity(parity::ParityArgs),
+    /// An HF model dir with seeded random weights of a named shape (Qwen3-0.6B).
+    RandomModel(random_model::RandomModelArgs),
 }
 
 fn main() -> ExitCode {
@@ -28,5 +33,7 @@ fn main() -> ExitCode {
     asrl_common::cli::exit_code(match cli.command {
         Command::DemoData(args) => demo_data::cli::run(&args),
         Command::Bench(command) => bench::run(command).map(|()| ExitCode::SUCCESS),
+        Command::Parity(args) => parity::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::RandomModel(args) => random_model::run(&args).map(|()| ExitCode::SUCCESS),
     })
 }
