@@ -214,8 +214,9 @@ pub fn measure(args: &SftArgs) -> anyhow::Result<SftReport> {
         first_behaviour_kl = first_behaviour_kl.or(kl);
     }
     let step_seconds = start.elapsed().as_secs_f64() / args.steps as f64;
-    let peak_rss_mib = memory::peak_rss_mib().max(load_peak);
     let train_peak_rss_mib = memory::peak_since_reset_mib().filter(|_| reset);
+    // ru_maxrss and VmHWM round differently; the process peak is at least either.
+    let peak_rss_mib = memory::peak_rss_mib().max(load_peak).max(train_peak_rss_mib.unwrap_or(0.0));
 
     let (rows, tokens_per_row) = (workload.rows(), workload.tokens_per_row());
     Ok(SftReport {
