@@ -1,22 +1,57 @@
 #!/usr/bin/env bash
-# LoRA SFT throughput: asrl-rs (candle, `asrl-tools bench sft`) vs PEFT (torch), same shape, same run.
+# LoRA training throughput and peak RSS: asrl-rs (`asrl-tools bench sft`) vs PEFT (torch,
+# scripts/bench_sft_peft.py), each side in its own process, same shape, same work per step.
 #
-# Shape: SmolLM2-135M (30 layers, hidden 576, 9/3 heads, vocab 49152, tied), f32, one sequence of
-# SEQ tokens per step, LoRA r=RANK alpha=2·RANK on all 7 projections, forward + backward + AdamW.
-# candle loads assets/SmolLM2-135M-Instruct.Q4_1.gguf (dequantised) when present, else a random
-# model of the same shape; PEFT always uses a random model of that shape (throughput does not
-# depend on the weights). PEFT runs with 2 torch threads.
+#   scripts/bench-sft.sh [--shape smollm2-135m|qwen3-0.6b] [--mode sft|grpo] [--seq N]
+#       [--group-size G] [--prompt-tokens P] [--completion-tokens C] [--rank R] [--steps N]
+#       [--warmup N] [--checkpointing off|on|auto] [--budget-mib M] [--peft-qwen] [--no-peft]
+#   scripts/bench-sft.sh [SEQ] [RANK] [STEPS]          (the old form: SmolLM2 SFT)
 #
-# Usage: scripts/bench-sft.sh [SEQ] [RANK] [STEPS]     (PYTHON=... to pick the interpreter)
-# The candle side is built in release by default (PROFILE=dev times the dev profile, where this
-# crate is opt-level 1: 41 vs 69 tok/s measured).
+# Both sides build a random model of the shape (throughput does not depend on the weights), f32,
+# LoRA r=RANK alpha=2·RANK on all 7 projections, forward + backward + clip + AdamW per step.
+# sft: one sequence of SEQ tokens, every token a label. grpo: one micro-batch of G completions of
+# C tokens after a shared P-token prompt (defaults 6 × (1700 + 300)), loss on completion tokens only.
+# tok/s counts every token through the forward (rows × tokens per row / step seconds).
+# Peak RSS: the whole process (getrusage ru_maxrss); "train peak" is the high-water mark after
+# the model was built (Linux), i.e. weights + training.
+#
+# Environment: PYTHON (interpreter with torch, transformers >= 4.51, peft), TORCH_THREADS
+# (default: candle's thread count), PEFT_QWEN=1 (same as --peft-qwen: PEFT at the Qwen3 shape
+# is skipped otherwise), PEFT_CHECKPOINTING=off|on (default: on when --checkpointing on, else
+# off; PEFT has no budgeted mode), PROFILE=dev to time the dev profile instead of release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SEQ=${1:-256}
-RANK=${2:-32}
-STEPS=${3:-5}
 PYTHON=${PYTHON:-python3}
 PROFILE=${PROFILE:-release}
+PEFT_QWEN=${PEFT_QWEN:-0}
+RUN_PEFT=1
+
+SHAPE=smollm2-135m MODE=sft SEQ=256 RANK=32 STEPS=5 WARMUP=1 GROUP=6 PROMPT=1700 COMPLETION=300
+CKPT=auto BUDGET=4096
+if [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; then
+  SEQ=$1; RANK=${2:-$RANK}; STEPS=${3:-$STEPS}
+  shift $(( $# < 3 ? $# : 3 ))
+fi
+while [ $# -gt 0 ]; do
+  case $1 in
+    --shape) SHAPE=$2; shift 2 ;;
+    --mode) MODE=$2; shift 2 ;;
+    --seq) SEQ=$2; shift 2 ;;
+    --group-size) GROUP=$2; shift 2 ;;
+    --prompt-tokens) PROMPT=$2; shift 2 ;;
+    --completion-tokens) COMPLETION=$2; shift 2 ;;
+    --rank) RANK=$2; shift 2 ;;
+    --steps) STEPS=$2; shift 2 ;;
+    --warmup) WARMUP=$2; shift 2 ;;
+    --checkpointing) CKPT=$2; shift 2 ;;
+    --budget-mib) BUDGET=$2; shift 2 ;;
+    --peft-qwen) PEFT_QWEN=1; shift ;;
+    --no-peft) RUN_PEFT=0; shift ;;
+    *) echo "bench-sft.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+case $CKPT in on) DEFAULT_PEFT_CKPT=on ;; *) DEFAULT_PEFT_CKPT=off ;; esac
+PEFT_CKPT=${PEFT_CHECKPOINTING:-$DEFAULT_PEFT_CKPT}
 
 if [ "$PROFILE" = release ]; then
   cargo build -q --release -p asrl-tools
@@ -26,48 +61,42 @@ else
   BIN=${CARGO_TARGET_DIR:-target}/debug/asrl-tools
 fi
 
-candle_out=$("$BIN" bench sft --seq "$SEQ" --rank "$RANK" --steps "$STEPS")
-echo "$candle_out"
-candle_tps=$(echo "$candle_out" | sed -n 's/^candle_tokens_per_second=//p')
+common=(--shape "$SHAPE" --mode "$MODE" --seq "$SEQ" --group-size "$GROUP" --prompt-tokens "$PROMPT"
+        --completion-tokens "$COMPLETION" --rank "$RANK" --steps "$STEPS" --warmup "$WARMUP")
+if [ "$MODE" = grpo ]; then work="$GROUP x ($PROMPT + $COMPLETION) tokens"; else work="1 x $SEQ tokens"; fi
+echo "== LoRA $MODE, $SHAPE, $work, r $RANK, 7 modules, f32, $STEPS timed steps after $WARMUP; load: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo n/a)"
 
-if ! "$PYTHON" -c "import torch, peft, transformers" 2>/dev/null; then
-  echo "peft: torch/peft/transformers not importable with $PYTHON; no comparison"
-  exit 0
+ours=$("$BIN" bench sft "${common[@]}" --checkpointing "$CKPT" --budget-mib "$BUDGET")
+echo "$ours"
+field() { echo "$1" | sed -n "s/.*\b$2=\([^ ]*\).*/\1/p" | head -n 1; }
+ours_tps=$(field "$ours" candle_tokens_per_second)
+ours_peak=$(field "$ours" peak_rss_mib)
+ours_train=$(field "$ours" train_peak_rss_mib)
+threads=$(field "$ours" threads)
+
+peft_tps=skipped peft_peak=skipped peft_train=skipped why=""
+if [ "$RUN_PEFT" != 1 ]; then
+  why="--no-peft"
+elif [ "$SHAPE" = qwen3-0.6b ] && [ "$PEFT_QWEN" != 1 ]; then
+  why="Qwen3 shape: PEFT_QWEN=1 or --peft-qwen to run it"
+elif ! "$PYTHON" -c "import torch, peft, transformers" 2>/dev/null; then
+  why="torch/peft/transformers not importable with $PYTHON"
+else
+  peft=$("$PYTHON" scripts/bench_sft_peft.py "${common[@]}" --checkpointing "$PEFT_CKPT" \
+         --threads "${TORCH_THREADS:-${threads:-2}}")
+  echo "$peft"
+  peft_tps=$(field "$peft" peft_tokens_per_second)
+  peft_peak=$(field "$peft" peft_peak_rss_mib)
+  peft_train=$(field "$peft" peft_train_peak_rss_mib)
 fi
+[ -n "$why" ] && echo "peft: skipped ($why)"
 
-peft_tps=$("$PYTHON" - "$SEQ" "$RANK" "$STEPS" <<'PY'
-import sys, time
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
-from peft import LoraConfig, get_peft_model
-
-seq, rank, steps = (int(x) for x in sys.argv[1:4])
-torch.set_num_threads(2)
-torch.manual_seed(0)
-cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                  num_attention_heads=9, num_key_value_heads=3, head_dim=64, rope_theta=100000.0,
-                  rms_norm_eps=1e-5, tie_word_embeddings=True, max_position_embeddings=8192)
-model = LlamaForCausalLM(cfg).float()
-model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
-    target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
-model.train()
-opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-ids = torch.randint(0, cfg.vocab_size, (1, seq))
-
-def step():
-    out = model(input_ids=ids, labels=ids)
-    out.loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-
-step()
-t0 = time.perf_counter()
-for _ in range(steps):
-    step()
-dt = (time.perf_counter() - t0) / steps
-print(f"{seq / dt:.1f}")
-PY
-)
-echo "peft_tokens_per_second=$peft_tps (torch threads 2)"
-"$PYTHON" -c "print(f'ratio_candle_over_peft={float(\"$candle_tps\") / float(\"$peft_tps\"):.2f}')"
+ratio() { "$PYTHON" -c "import sys
+try: print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')
+except ValueError: print('n/a')" "$1" "$2"; }
+echo
+echo "| side | checkpointing | tok/s | tok/s ratio (ours / PEFT) | peak RSS MiB | train peak RSS MiB |"
+echo "|---|---|---|---|---|---|"
+echo "| asrl-rs | $CKPT (budget $BUDGET MiB) | $ours_tps | $(ratio "$ours_tps" "$peft_tps") | $ours_peak | $ours_train |"
+echo "| PEFT | $PEFT_CKPT | $peft_tps | | $peft_peak | $peft_train |"
+echo "ratio_candle_over_peft=$(ratio "$ours_tps" "$peft_tps")"

@@ -3,6 +3,7 @@
 
 mod bigram;
 mod checkpoints;
+mod optim;
 mod parity;
 mod trainer;
 

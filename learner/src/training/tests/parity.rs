@@ -10,7 +10,7 @@ use asrl_common::model::token_logprobs;
 
 use crate::training::advantage::compute_advantages;
 use crate::training::losses::{grpo_loss, sft_loss, AggregationTotals, GrpoBatch, GrpoLossParams};
-use crate::training::optim::{clip_grad_norm, AdamW, AdamWParams};
+use crate::training::optim::{clip_coefficient, grad_norm_with, AdamW, AdamWParams, OptimKernel};
 use super::{assert_close, assert_scalar};
 
 fn fixture(name: &str) -> Value {
@@ -108,6 +108,12 @@ fn grpo_losses_and_gradients_match_trl() {
 
 #[test]
 fn adamw_and_clipping_match_torch() {
+    for kernel in [OptimKernel::Fused, OptimKernel::CandleOps] {
+        adamw_and_clipping_match_torch_with(kernel);
+    }
+}
+
+fn adamw_and_clipping_match_torch_with(kernel: OptimKernel) {
     let f = fixture("adamw.json");
     let dev = Device::Cpu;
     let shapes: Vec<Vec<usize>> = f["shapes"].as_array().unwrap().iter().map(dims).collect();
@@ -123,21 +129,22 @@ fn adamw_and_clipping_match_torch() {
         eps: f["eps"].as_f64().unwrap(),
         weight_decay: f["weight_decay"].as_f64().unwrap(),
     };
-    let mut opt = AdamW::new(vars.clone(), p).unwrap();
+    let mut opt = AdamW::with_kernel(vars.clone(), p, kernel).unwrap();
     for (k, step) in f["steps"].as_array().unwrap().iter().enumerate() {
-        let mut grads: Vec<Tensor> = step["grads"]
+        let grads: Vec<Tensor> = step["grads"]
             .as_array()
             .unwrap()
             .iter()
             .zip(&shapes)
             .map(|(g, s)| Tensor::from_vec(floats(g), s.clone(), &dev).unwrap())
             .collect();
-        let norm = clip_grad_norm(&mut grads, f["max_grad_norm"].as_f64().unwrap()).unwrap();
-        assert_scalar(norm, step["pre_clip_norm"].as_f64().unwrap(), &format!("step {k} norm"));
-        opt.step(&grads, f["lr"].as_f64().unwrap()).unwrap();
+        let norm = grad_norm_with(&grads, kernel).unwrap();
+        assert_scalar(norm, step["pre_clip_norm"].as_f64().unwrap(), &format!("{kernel:?} step {k} norm"));
+        let coef = clip_coefficient(norm, f["max_grad_norm"].as_f64().unwrap());
+        opt.step_scaled(&grads, f["lr"].as_f64().unwrap(), coef).unwrap();
         for ((name, var), want) in vars.iter().zip(step["params"].as_array().unwrap()) {
             let got = var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            assert_close(&got, &floats(want), &format!("step {k} {name}"));
+            assert_close(&got, &floats(want), &format!("{kernel:?} step {k} {name}"));
         }
     }
 }

@@ -24,7 +24,7 @@ use asrl_common::rollout::AdapterVersion;
 
 use super::lr::LrSchedule;
 use super::metrics::{PhaseMetrics, StepMetrics, TrainerLog};
-use super::optim::{clip_grad_norm, AdamW, AdamWParams};
+use super::optim::{clip_coefficient, grad_norm, AdamW, AdamWParams};
 use super::policy::Policy;
 use super::TrainError;
 
@@ -250,28 +250,31 @@ impl<P: Policy> Trainer<P> {
         Ok(())
     }
 
-    /// Normalises the accumulated gradients by `divisor`, clips, and steps the optimiser unless
-    /// anything is non-finite.
+    /// Steps the optimiser on the accumulated gradients divided by `divisor` and clipped, unless
+    /// anything is non-finite. The divisor and the clip coefficient travel to the optimiser as
+    /// one gradient scale, so the gradients are read once for the norm and once for the update.
     fn apply_step(&mut self, divisor: f64) -> Result<StepOutcome, TrainError> {
         let lr = self.lr();
         self.state.phase_step += 1;
+        let divisor = divisor.max(1e-30);
         let vars: Vec<_> = self.optim.vars().cloned().collect();
         let mut grads = Vec::with_capacity(vars.len());
         for (i, var) in vars.iter().enumerate() {
             let g = match self.accum.grads.get_mut(i).and_then(Option::take) {
-                Some(g) => (g / divisor.max(1e-30))?,
+                Some(g) => g,
                 // A parameter the loss did not reach (e.g. an empty batch) gets a zero gradient,
                 // as in torch where its .grad stays zero-filled.
                 None => var.as_tensor().zeros_like()?.to_dtype(DType::F32)?,
             };
             grads.push(g);
         }
-        let grad_norm = clip_grad_norm(&mut grads, self.cfg.optimiser.max_grad_norm)?;
+        let grad_norm = grad_norm(&grads)? / divisor;
         if !grad_norm.is_finite() {
             self.note_nonfinite("gradient")?;
             return Ok(StepOutcome { grad_norm, lr, applied: false });
         }
-        self.optim.step(&grads, lr)?;
+        let scale = clip_coefficient(grad_norm, self.cfg.optimiser.max_grad_norm) / divisor;
+        self.optim.step_scaled(&grads, lr, scale)?;
         self.state.consecutive_nonfinite = 0;
         self.state.global_step += 1;
         self.phase.metrics.steps += 1;
