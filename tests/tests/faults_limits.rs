@@ -117,9 +117,16 @@ async fn oversized_requests_and_a_full_disk_get_error_statuses_and_the_learner_s
     assert_eq!(after.len(), before.len(), "a partial append was left behind");
     assert_eq!(after.last(), Some(&b'\n'));
 
-    // Still up and serving, its rollout phase intact (the registered "workers" never
-    // heartbeat, so they have been dropped by now).
-    let s = c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner();
+    // Still up and serving, its rollout phase intact; the registered "workers" never
+    // heartbeat, so they are dropped once silent for 3 heartbeats (1.5 s).
+    let started = std::time::Instant::now();
+    let s = loop {
+        let s = c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner();
+        if s.workers.is_empty() || started.elapsed() > Duration::from_secs(10) {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!((s.phase.as_str(), s.prompts_pending, s.workers.len()), ("grpo", 2, 0), "{s:?}");
     assert!(l.try_wait().is_none(), "learner died:\n{}", log_of(dir, "learner.log"));
 }
