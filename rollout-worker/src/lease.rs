@@ -90,7 +90,7 @@ impl<E: RolloutEngine> Loop<E> {
         let mut groups = Vec::with_capacity(prompts.len());
         let mut failed = Vec::new();
         for (prompt, outcome) in self.generate(prompts, &sampling).await? {
-            match outcome.and_then(|scored| Ok((self.check_rewards(&scored), scored))) {
+            match outcome.map(|scored| (self.check_rewards(&scored), scored)) {
                 Ok((Ok(()), scored)) => {
                     generated_tokens += scored.iter().map(|c| c.completion.tokens.len() as u64).sum::<u64>();
                     groups.push(group_to_wire(&prompt, &scored));

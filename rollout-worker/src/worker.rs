@@ -222,7 +222,6 @@ impl<E: RolloutEngine> Loop<E> {
             let result = self
                 .retrying("LeaseWork", || {
                     let mut c = client.clone();
-                    let req = req.clone();
                     async move { c.lease_work(with_deadline(req, deadline)).await }
                 })
                 .await;

@@ -226,7 +226,8 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let dst = root.path().join("step-1");
         let (tmp, old) = (staging_path(&dst), previous_path(&dst));
-        let states: [(&str, fn(&Path, &Path, &Path)); 5] = [
+        type MakeState = fn(&Path, &Path, &Path);
+        let states: [(&str, MakeState); 5] = [
             // A half-written staging copy.
             ("filled", |_, tmp, _| write(tmp, "half").unwrap()),
             // A complete staging copy not yet swapped in.

@@ -35,13 +35,20 @@ pub enum ModelError {
     Unsupported(String),
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
+    /// Boxed: the GGUF error is the largest by far, and every `Result` here would carry its size.
     #[error(transparent)]
-    Gguf(#[from] super::gguf::GgufError),
+    Gguf(Box<super::gguf::GgufError>),
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),
     /// A fused training op refused its inputs (the message names the op and the input).
     #[error("training op: {0}")]
     Op(#[from] asrl_ops::OpError),
+}
+
+impl From<super::gguf::GgufError> for ModelError {
+    fn from(e: super::gguf::GgufError) -> Self {
+        Self::Gguf(Box::new(e))
+    }
 }
 
 impl ModelError {

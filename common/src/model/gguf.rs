@@ -27,7 +27,7 @@ pub enum GgufError {
     #[error("{}: tensor `{name}` has no Llama/Qwen3 counterpart", path.display())]
     UnknownTensor { path: PathBuf, name: String },
     #[error("{}: tensor `{name}`: {source}", path.display())]
-    Tensor { path: PathBuf, name: String, source: candle_core::Error },
+    Tensor { path: PathBuf, name: String, source: Box<candle_core::Error> },
     #[error("{}: tensor `{name}` has shape {got:?}, expected {expected:?}", path.display())]
     TensorShape { path: PathBuf, name: String, expected: Vec<usize>, got: Vec<usize> },
     #[error("{}: {source}", path.display())]
@@ -54,7 +54,7 @@ pub fn read_gguf(
     names.sort();
     for name in names {
         let hf = hf_name(name).ok_or_else(|| GgufError::UnknownTensor { path: path.into(), name: name.clone() })?;
-        let terr = |source| GgufError::Tensor { path: path.into(), name: name.clone(), source };
+        let terr = |source| GgufError::Tensor { path: path.into(), name: name.clone(), source: Box::new(source) };
         let q = content.tensor(&mut reader, name, device).map_err(terr)?;
         let mut t = q.dequantize(device).map_err(terr)?;
         if config.arch == Arch::Llama {

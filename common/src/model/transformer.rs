@@ -70,13 +70,13 @@ pub(crate) fn validate_config(cfg: &ModelConfig, origin: &str) -> Result<(), Mod
             return err(format!("{name} must be > 0"));
         }
     }
-    if cfg.num_attention_heads % cfg.num_key_value_heads != 0 {
+    if !cfg.num_attention_heads.is_multiple_of(cfg.num_key_value_heads) {
         return err(format!(
             "num_attention_heads ({}) is not a multiple of num_key_value_heads ({})",
             cfg.num_attention_heads, cfg.num_key_value_heads
         ));
     }
-    if cfg.head_dim % 2 != 0 {
+    if !cfg.head_dim.is_multiple_of(2) {
         return err(format!("head_dim ({}) must be even", cfg.head_dim));
     }
     if !(cfg.rope_theta.is_finite() && cfg.rope_theta > 0.0) {
