@@ -169,8 +169,8 @@ fn epochs(run: &Path) -> Vec<u64> {
     records(run, "metrics.jsonl").iter().filter(|r| r["kind"] == "epoch").map(|r| r["epoch"].as_u64().unwrap()).collect()
 }
 
-/// (epoch, phase, global step, loss) of every `step` record, in file order.
-fn steps(run: &Path) -> Vec<(u64, String, u64, f64)> {
+/// (epoch, phase, global step, loss bits) of every `step` record, in file order.
+fn steps(run: &Path) -> Vec<(u64, String, u64, u64)> {
     records(run, "metrics.jsonl")
         .iter()
         .filter(|r| r["kind"] == "step")
@@ -179,37 +179,23 @@ fn steps(run: &Path) -> Vec<(u64, String, u64, f64)> {
                 r["epoch"].as_u64().unwrap(),
                 r["phase"].as_str().unwrap().to_string(),
                 r["step"].as_u64().unwrap(),
-                r["loss"].as_f64().unwrap_or(f64::NAN),
+                r["loss"].as_f64().map_or(u64::MAX, f64::to_bits),
             )
         })
         .collect()
 }
 
-/// Two processes training the same steps agree to float rounding, not always to the bit (the
-/// CPU kernels' sums are not bit-reproducible across processes): the same steps, losses within
-/// 1e-6 relative.
-fn same_steps(got: &[(u64, String, u64, f64)], want: &[(u64, String, u64, f64)]) -> bool {
-    got.len() == want.len()
-        && got.iter().zip(want).all(|(g, w)| (&g.0, &g.1, g.2) == (&w.0, &w.1, w.2) && (g.3 - w.3).abs() <= 1e-6 * w.3.abs().max(1.0))
-}
-
-/// Every tensor of a safetensors file as f32 values, by name.
-fn tensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
+/// Every tensor of a safetensors file as f32 bit patterns, by name (the header's key order is
+/// not fixed, so the files are compared by content, exactly).
+fn tensor_bits(path: &Path) -> BTreeMap<String, Vec<u32>> {
     candle_core::safetensors::load(path, &candle_core::Device::Cpu)
         .unwrap()
         .into_iter()
-        .map(|(name, t)| (name, t.flatten_all().unwrap().to_dtype(candle_core::DType::F32).unwrap().to_vec1().unwrap()))
-        .collect()
-}
-
-/// The same tensor names, each within 1e-5 of the largest magnitude of its reference (an
-/// adapter that trained one step more or less, or on other data, is off by far more).
-fn same_adapter(got: &BTreeMap<String, Vec<f32>>, want: &BTreeMap<String, Vec<f32>>) -> bool {
-    got.keys().eq(want.keys())
-        && got.iter().zip(want.values()).all(|((_, g), w)| {
-            let scale = w.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
-            g.len() == w.len() && g.iter().zip(w).all(|(a, b)| (a - b).abs() <= 1e-5 * scale)
+        .map(|(name, t)| {
+            let v: Vec<f32> = t.flatten_all().unwrap().to_dtype(candle_core::DType::F32).unwrap().to_vec1().unwrap();
+            (name, v.into_iter().map(f32::to_bits).collect())
         })
+        .collect()
 }
 
 /// The newest checkpoint directory of a run.
@@ -274,7 +260,7 @@ fn sft_killed_anywhere_resumes_to_the_uninterrupted_result() {
     let mut l = learner(dir, &config, &reference, "reference.log", &[]);
     let status = wait_exit(&mut l, dir, "reference.log", Duration::from_secs(300));
     assert!(status.success(), "{}", log_of(dir, "reference.log"));
-    let adapter = |run: &Path| tensors(&run.join("final-adapter/adapter_model.safetensors"));
+    let adapter = |run: &Path| tensor_bits(&run.join("final-adapter/adapter_model.safetensors"));
     let want_adapter = adapter(&reference);
     let want_steps = steps(&reference);
     assert_eq!(want_steps.len(), 6, "{want_steps:?}");
@@ -332,8 +318,8 @@ fn sft_killed_anywhere_resumes_to_the_uninterrupted_result() {
             killed_at.saturating_sub(from)
         );
         assert_eq!(epochs(&run), [1, 2], "seed {seed}: each epoch recorded once");
-        assert!(same_steps(&steps(&run), &want_steps), "seed {seed}: step records differ from the uninterrupted run's:\n{:?}\n{want_steps:?}", steps(&run));
-        assert!(same_adapter(&adapter(&run), &want_adapter), "seed {seed} ({fault}): the final adapter differs from the uninterrupted run's");
+        assert_eq!(steps(&run), want_steps, "seed {seed}: step records differ from the uninterrupted run's");
+        assert!(adapter(&run) == want_adapter, "seed {seed} ({fault}): the final adapter differs from the uninterrupted run's");
         let phases = records(&run, "trainer.jsonl").iter().filter(|r| r["kind"] == "phase").count();
         assert_eq!(phases, 2, "seed {seed}: one SFT phase record per epoch in trainer.jsonl");
     }

@@ -10,11 +10,12 @@
 //! Parallelism without races: results are computed head-major, (b, nkv, t, g, hd), so that
 //! every task owns a contiguous piece, and transposed to token-major at the end (a parallel
 //! copy, small next to the attention work). The forward's tasks are (row, kv head, query
-//! block); the backward's are (row, kv head, key block), each owning dK/dV of its keys and
-//! adding its dQ contributions to per-(row, kv head, query block) accumulators behind a mutex
-//! (held only for the add, after the block's products are done).
-
-use std::sync::{Mutex, PoisonError};
+//! block); the backward runs two passes: (row, kv head, key block) tasks, each owning dK/dV of
+//! its keys, then (row, kv head, query block) tasks, each owning dQ of its queries and summing
+//! over the key blocks in order. Recomputing P and dP for dQ costs two more block products than
+//! sharing dQ between key-block tasks, but a shared sum would be added up in whatever order the
+//! threads ran: the gradients, and so the trained adapter, would differ in the last bits from
+//! run to run.
 
 use candle_core::Tensor;
 use rayon::prelude::*;
@@ -185,14 +186,7 @@ pub(super) fn backward(saved: &AttentionSaved, grad_o: &Tensor, d: Dims, lens: O
     let mut dk = vec![0f32; b * nkv * t * hd];
     let mut dv = vec![0f32; b * nkv * t * hd];
     if !dq.is_empty() {
-        // dq of each (row, kv head, query block), reachable from every key-block task.
-        let mut first_block = Vec::with_capacity(b * nkv);
-        let mut dq_blocks = Vec::new();
-        for (bk, dqb) in dq.chunks_mut(t * g * hd).enumerate() {
-            first_block.push(dq_blocks.len());
-            dq_blocks.extend(dqb[..len_of(bk / nkv) * g * hd].chunks_mut(BQ * g * hd).map(Mutex::new));
-        }
-        let bw = Bwd { ctx: &ctx, lse, dout, dsum: &dsum, dq_blocks: &dq_blocks, first_block: &first_block };
+        let bw = Bwd { ctx: &ctx, lse, dout, dsum: &dsum };
         dk.par_chunks_mut(t * hd).zip(dv.par_chunks_mut(t * hd)).enumerate().for_each(|(bk, (dkb, dvb))| {
             let (bi, kh) = (bk / nkv, bk % nkv);
             let len = len_of(bi);
@@ -200,6 +194,14 @@ pub(super) fn backward(saved: &AttentionSaved, grad_o: &Tensor, d: Dims, lens: O
             blocks.enumerate().for_each_init(
                 || BwdWork::new(g * BQ, hd),
                 |ws, (kb, (dkc, dvc))| bw.key_block(ws, bi, len, kh, kb, dkc, dvc),
+            );
+        });
+        dq.par_chunks_mut(t * g * hd).enumerate().for_each(|(bk, dqb)| {
+            let (bi, kh) = (bk / nkv, bk % nkv);
+            let len = len_of(bi);
+            dqb[..len * g * hd].par_chunks_mut(BQ * g * hd).enumerate().for_each_init(
+                || BwdWork::new(g * BQ, hd),
+                |ws, (qb, dqc)| bw.query_block(ws, bi, len, kh, qb, dqc),
             );
         });
     }
@@ -221,17 +223,12 @@ struct Bwd<'a> {
     dout: &'a [f32],
     /// (b, t, nh)
     dsum: &'a [f32],
-    /// Head-major dq of each (row, kv head, query block): (tokens, g, hd).
-    dq_blocks: &'a [Mutex<&'a mut [f32]>],
-    /// Index into `dq_blocks` of the first query block of each (row, kv head).
-    first_block: &'a [usize],
 }
 
 /// Per-task buffers of the backward, reused across query blocks.
 struct BwdWork {
     q: Vec<f32>,
     dout: Vec<f32>,
-    dq: Vec<f32>,
     p: Vec<f32>,
     dp: Vec<f32>,
     lse: Vec<f32>,
@@ -243,7 +240,6 @@ impl BwdWork {
         BwdWork {
             q: vec![0.0; rows * hd],
             dout: vec![0.0; rows * hd],
-            dq: vec![0.0; rows * hd],
             p: vec![0.0; rows * BK],
             dp: vec![0.0; rows * BK],
             lse: vec![0.0; rows],
@@ -259,7 +255,7 @@ impl Bwd<'_> {
     #[allow(clippy::too_many_arguments)]
     fn key_block(&self, ws: &mut BwdWork, bi: usize, len: usize, kh: usize, kb: usize, dk: &mut [f32], dv: &mut [f32]) {
         let ctx = self.ctx;
-        let Dims { t, nh, nkv, hd, .. } = ctx.d;
+        let Dims { t, nh, hd, .. } = ctx.d;
         let g = ctx.g;
         let k0 = kb * BK;
         let kn = dk.len() / hd;
@@ -299,11 +295,50 @@ impl Bwd<'_> {
             }
             let dsm = Mat::rows(&ws.dp, rows, kn, BK);
             matmul(MatMut::rows(dk, kn, hd, hd), true, dsm.t(), qm, ctx.scale, 1);
-            matmul(MatMut::rows(&mut ws.dq, rows, hd, hd), false, dsm, km, ctx.scale, 1);
-            let mut block = self.dq_blocks[self.first_block[bi * nkv + kh] + qb].lock().unwrap_or_else(PoisonError::into_inner);
-            for (d, s) in block.iter_mut().zip(&ws.dq[..rows * hd]) {
-                *d += s;
+        }
+    }
+
+    /// Query block qb of kv head kh against every key block up to its diagonal, in order:
+    /// recomputes P and dS as [`Self::key_block`] does and accumulates dQ into `dq` (the
+    /// block's (tokens, g, hd) head-major piece).
+    fn query_block(&self, ws: &mut BwdWork, bi: usize, len: usize, kh: usize, qb: usize, dq: &mut [f32]) {
+        let ctx = self.ctx;
+        let Dims { t, nh, hd, .. } = ctx.d;
+        let g = ctx.g;
+        let q0 = qb * BQ;
+        let qn = BQ.min(len - q0);
+        let rows = qn * g;
+        ctx.gather_group(ctx.q, bi, kh, q0, qn, &mut ws.q);
+        ctx.gather_group(self.dout, bi, kh, q0, qn, &mut ws.dout);
+        for r in 0..rows {
+            let (i, h) = (q0 + r / g, kh * g + r % g);
+            ws.lse[r] = self.lse[(bi * nh + h) * t + i];
+            ws.dsum[r] = self.dsum[(bi * t + i) * nh + h];
+        }
+        let qm = Mat::rows(&ws.q, rows, hd, hd);
+        let dom = Mat::rows(&ws.dout, rows, hd, hd);
+        for kb in 0..=qb {
+            let k0 = kb * BK;
+            let kn = BK.min(len - k0);
+            let km = ctx.kv_block(ctx.k, bi, kh, k0, kn);
+            let vm = ctx.kv_block(ctx.v, bi, kh, k0, kn);
+            matmul(MatMut::rows(&mut ws.p, rows, kn, BK), false, qm, km.t(), ctx.scale, 1);
+            for r in 0..rows {
+                let row = &mut ws.p[r * BK..r * BK + kn];
+                let vis = if qb == kb { ctx.visible(r, q0, k0, kn) } else { kn };
+                exp_affine_sum(&mut row[..vis], 1.0, ws.lse[r]);
+                row[vis..].fill(0.0);
             }
+            matmul(MatMut::rows(&mut ws.dp, rows, kn, BK), false, dom, vm.t(), 1.0, 1);
+            for r in 0..rows {
+                let (p, dp) = (&ws.p[r * BK..r * BK + kn], &mut ws.dp[r * BK..r * BK + kn]);
+                let dr = ws.dsum[r];
+                for (x, &pv) in dp.iter_mut().zip(p) {
+                    *x = pv * (*x - dr);
+                }
+            }
+            let dsm = Mat::rows(&ws.dp, rows, kn, BK);
+            matmul(MatMut::rows(dq, rows, hd, hd), true, dsm, km, ctx.scale, 1);
         }
     }
 }
