@@ -15,44 +15,10 @@
 use std::time::Instant;
 
 use asrl_common::config::LoraConfig;
-use asrl_common::model::{token_logprobs, Arch, Checkpointing, LoraAdapter, Model, ModelConfig, ScoringBatch, TrainOptions};
+use asrl_common::model::{token_logprobs, Checkpointing, LoraAdapter, Model, ModelConfig, ScoringBatch, TrainOptions};
 use candle_core::{DType, Device, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-fn smollm2_135m() -> ModelConfig {
-    ModelConfig {
-        arch: Arch::Llama,
-        vocab_size: 49152,
-        hidden_size: 576,
-        intermediate_size: 1536,
-        num_hidden_layers: 30,
-        num_attention_heads: 9,
-        num_key_value_heads: 3,
-        head_dim: 64,
-        rope_theta: 100_000.0,
-        rms_norm_eps: 1e-5,
-        tie_word_embeddings: true,
-        max_position_embeddings: 8192,
-    }
-}
-
-fn qwen3_0_6b() -> ModelConfig {
-    ModelConfig {
-        arch: Arch::Qwen3,
-        vocab_size: 151_936,
-        hidden_size: 1024,
-        intermediate_size: 3072,
-        num_hidden_layers: 28,
-        num_attention_heads: 16,
-        num_key_value_heads: 8,
-        head_dim: 128,
-        rope_theta: 1_000_000.0,
-        rms_norm_eps: 1e-6,
-        tie_word_embeddings: true,
-        max_position_embeddings: 40_960,
-    }
-}
 
 fn status_mb(field: &str) -> f64 {
     let s = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
@@ -82,8 +48,8 @@ fn env(name: &str, default: &str) -> String {
 fn engine_vs_composite_forward_backward() {
     let shape = env("ASRL_ENGINE_SHAPE", "smollm2");
     let cfg = match shape.as_str() {
-        "qwen3-0.6b" => qwen3_0_6b(),
-        _ => smollm2_135m(),
+        "qwen3-0.6b" => ModelConfig::qwen3_0_6b(),
+        _ => ModelConfig::smollm2_135m(),
     };
     let seq: usize = env("ASRL_ENGINE_SEQ", "256").parse().expect("ASRL_ENGINE_SEQ");
     let rows: usize = env("ASRL_ENGINE_ROWS", "1").parse().expect("ASRL_ENGINE_ROWS");

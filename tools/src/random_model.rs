@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{ensure, Context};
 use asrl_common::config::WeightDtype;
 use asrl_common::model::export::{export_model, BaseMetadata, ExportOptions, DEFAULT_MAX_SHARD_SIZE};
-use asrl_common::model::{Arch, Model, ModelConfig};
+use asrl_common::model::{Model, ModelConfig};
 use asrl_common::tokenizer::Tokenizer;
 use candle_core::Device;
 
@@ -24,20 +24,7 @@ pub enum Shape {
 
 impl Shape {
     pub fn config(self) -> ModelConfig {
-        let full = ModelConfig {
-            arch: Arch::Qwen3,
-            vocab_size: 151_936,
-            hidden_size: 1024,
-            intermediate_size: 3072,
-            num_hidden_layers: 28,
-            num_attention_heads: 16,
-            num_key_value_heads: 8,
-            head_dim: 128,
-            rope_theta: 1_000_000.0,
-            rms_norm_eps: 1e-6,
-            tie_word_embeddings: true,
-            max_position_embeddings: 40_960,
-        };
+        let full = ModelConfig::qwen3_0_6b();
         match self {
             Shape::Qwen3_0_6b => full,
             Shape::Qwen3Mini => ModelConfig {

@@ -31,6 +31,43 @@ use serde_json::Value;
 use super::ModelError;
 
 impl ModelConfig {
+    /// SmolLM2-135M's shape (the demo model), for benchmarks and scale tests on random weights.
+    pub fn smollm2_135m() -> Self {
+        Self {
+            arch: Arch::Llama,
+            vocab_size: 49152,
+            hidden_size: 576,
+            intermediate_size: 1536,
+            num_hidden_layers: 30,
+            num_attention_heads: 9,
+            num_key_value_heads: 3,
+            head_dim: 64,
+            rope_theta: 100_000.0,
+            rms_norm_eps: 1e-5,
+            tie_word_embeddings: true,
+            max_position_embeddings: 8192,
+        }
+    }
+
+    /// Qwen3-0.6B's shape (28 layers, hidden 1024, 16/8 heads of 128, vocab 151,936, tied), for
+    /// benchmarks and scale tests on random weights.
+    pub fn qwen3_0_6b() -> Self {
+        Self {
+            arch: Arch::Qwen3,
+            vocab_size: 151_936,
+            hidden_size: 1024,
+            intermediate_size: 3072,
+            num_hidden_layers: 28,
+            num_attention_heads: 16,
+            num_key_value_heads: 8,
+            head_dim: 128,
+            rope_theta: 1_000_000.0,
+            rms_norm_eps: 1e-6,
+            tie_word_embeddings: true,
+            max_position_embeddings: 40_960,
+        }
+    }
+
     /// Reads an HF `config.json`.
     pub fn from_hf_file(path: &std::path::Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;

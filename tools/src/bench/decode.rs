@@ -6,10 +6,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use asrl_common::cli::ModelArgs;
-use asrl_common::model::{load, Model};
+use asrl_common::model::{load, Model, ModelConfig};
 use candle_core::Tensor;
-
-use super::smollm2_135m;
 
 #[derive(clap::Args, Debug)]
 #[command(mut_arg("model", |a| a.help("HF model dir or .gguf file [default: random weights of SmolLM2-135M's shape]")))]
@@ -30,7 +28,7 @@ pub fn run(args: &DecodeArgs) -> anyhow::Result<()> {
     let dtype = args.model.dtype().to_candle();
     let model = match &args.model.model {
         Some(p) => load(p, &dev, dtype).with_context(|| format!("loading {}", p.display()))?.model,
-        None => Model::random(smollm2_135m(), &dev, dtype, 0)?,
+        None => Model::random(ModelConfig::smollm2_135m(), &dev, dtype, 0)?,
     };
     let prompt: Vec<u32> = (0..43).map(|i| 100 + i).collect();
     let rows = args.rows as usize;

@@ -7,28 +7,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use asrl_common::config::LoraConfig;
-use asrl_common::model::{Arch, LoraAdapter, ModelConfig};
+use asrl_common::model::{LoraAdapter, ModelConfig};
 
 use crate::training::optim::{clip_coefficient, grad_norm_with, AdamW, AdamWParams, OptimKernel};
 
 use super::{assert_close, assert_scalar};
-
-fn smollm2_135m() -> ModelConfig {
-    ModelConfig {
-        arch: Arch::Llama,
-        vocab_size: 49152,
-        hidden_size: 576,
-        intermediate_size: 1536,
-        num_hidden_layers: 30,
-        num_attention_heads: 9,
-        num_key_value_heads: 3,
-        head_dim: 64,
-        rope_theta: 100_000.0,
-        rms_norm_eps: 1e-5,
-        tie_word_embeddings: true,
-        max_position_embeddings: 8192,
-    }
-}
 
 fn random_vec(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|_| scale * (rng.random::<f32>() * 2.0 - 1.0)).collect()
@@ -113,7 +96,7 @@ fn fused_cpu_step_equals_candle_ops_with_clipping() {
 fn optimiser_step_timing_smollm2_r32() {
     let dev = Device::Cpu;
     let lora = LoraConfig { r: 32, alpha: 64.0, ..Default::default() };
-    let adapter = LoraAdapter::new(&lora, &smollm2_135m(), &dev, 0).unwrap();
+    let adapter = LoraAdapter::new(&lora, &ModelConfig::smollm2_135m(), &dev, 0).unwrap();
     let vars = adapter.vars();
     let n: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
     let p = AdamWParams { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 };
