@@ -251,50 +251,22 @@ impl BwdWork {
 impl Bwd<'_> {
     /// Key block kb of kv head kh against every query block at or below the diagonal:
     /// accumulates into its dK/dV rows (`dk`, `dv`: the block's (tokens, hd) head-major
-    /// pieces) and into the shared dQ blocks.
+    /// pieces).
     #[allow(clippy::too_many_arguments)]
     fn key_block(&self, ws: &mut BwdWork, bi: usize, len: usize, kh: usize, kb: usize, dk: &mut [f32], dv: &mut [f32]) {
         let ctx = self.ctx;
-        let Dims { t, nh, hd, .. } = ctx.d;
-        let g = ctx.g;
+        let hd = ctx.d.hd;
         let k0 = kb * BK;
         let kn = dk.len() / hd;
         let km = ctx.kv_block(ctx.k, bi, kh, k0, kn);
         let vm = ctx.kv_block(ctx.v, bi, kh, k0, kn);
         for qb in kb..len.div_ceil(BQ) {
-            let q0 = qb * BQ;
-            let qn = BQ.min(len - q0);
-            let rows = qn * g;
-            ctx.gather_group(ctx.q, bi, kh, q0, qn, &mut ws.q);
-            ctx.gather_group(self.dout, bi, kh, q0, qn, &mut ws.dout);
-            for r in 0..rows {
-                let (i, h) = (q0 + r / g, kh * g + r % g);
-                ws.lse[r] = self.lse[(bi * nh + h) * t + i];
-                ws.dsum[r] = self.dsum[(bi * t + i) * nh + h];
-            }
+            let rows = self.load_queries(ws, bi, len, kh, qb);
+            self.probs_and_ds(ws, rows, qb, kb, kn, km, vm);
             let qm = Mat::rows(&ws.q, rows, hd, hd);
             let dom = Mat::rows(&ws.dout, rows, hd, hd);
-            // P = exp(scale·Q·Kᵀ − lse), zero above the diagonal.
-            matmul(MatMut::rows(&mut ws.p, rows, kn, BK), false, qm, km.t(), ctx.scale, 1);
-            for r in 0..rows {
-                let row = &mut ws.p[r * BK..r * BK + kn];
-                let vis = if qb == kb { ctx.visible(r, q0, k0, kn) } else { kn };
-                exp_affine_sum(&mut row[..vis], 1.0, ws.lse[r]);
-                row[vis..].fill(0.0);
-            }
-            let pm = Mat::rows(&ws.p, rows, kn, BK);
-            matmul(MatMut::rows(dv, kn, hd, hd), true, pm.t(), dom, 1.0, 1);
-            // dS = P ⊙ (dO·Vᵀ − D), in place of dP.
-            matmul(MatMut::rows(&mut ws.dp, rows, kn, BK), false, dom, vm.t(), 1.0, 1);
-            for r in 0..rows {
-                let (p, dp) = (&ws.p[r * BK..r * BK + kn], &mut ws.dp[r * BK..r * BK + kn]);
-                let dr = ws.dsum[r];
-                for (x, &pv) in dp.iter_mut().zip(p) {
-                    *x = pv * (*x - dr);
-                }
-            }
-            let dsm = Mat::rows(&ws.dp, rows, kn, BK);
-            matmul(MatMut::rows(dk, kn, hd, hd), true, dsm.t(), qm, ctx.scale, 1);
+            matmul(MatMut::rows(dv, kn, hd, hd), true, Mat::rows(&ws.p, rows, kn, BK).t(), dom, 1.0, 1);
+            matmul(MatMut::rows(dk, kn, hd, hd), true, Mat::rows(&ws.dp, rows, kn, BK).t(), qm, ctx.scale, 1);
         }
     }
 
@@ -303,42 +275,59 @@ impl Bwd<'_> {
     /// block's (tokens, g, hd) head-major piece).
     fn query_block(&self, ws: &mut BwdWork, bi: usize, len: usize, kh: usize, qb: usize, dq: &mut [f32]) {
         let ctx = self.ctx;
-        let Dims { t, nh, hd, .. } = ctx.d;
-        let g = ctx.g;
-        let q0 = qb * BQ;
-        let qn = BQ.min(len - q0);
-        let rows = qn * g;
-        ctx.gather_group(ctx.q, bi, kh, q0, qn, &mut ws.q);
-        ctx.gather_group(self.dout, bi, kh, q0, qn, &mut ws.dout);
-        for r in 0..rows {
-            let (i, h) = (q0 + r / g, kh * g + r % g);
-            ws.lse[r] = self.lse[(bi * nh + h) * t + i];
-            ws.dsum[r] = self.dsum[(bi * t + i) * nh + h];
-        }
-        let qm = Mat::rows(&ws.q, rows, hd, hd);
-        let dom = Mat::rows(&ws.dout, rows, hd, hd);
+        let hd = ctx.d.hd;
+        let rows = self.load_queries(ws, bi, len, kh, qb);
         for kb in 0..=qb {
             let k0 = kb * BK;
             let kn = BK.min(len - k0);
             let km = ctx.kv_block(ctx.k, bi, kh, k0, kn);
-            let vm = ctx.kv_block(ctx.v, bi, kh, k0, kn);
-            matmul(MatMut::rows(&mut ws.p, rows, kn, BK), false, qm, km.t(), ctx.scale, 1);
-            for r in 0..rows {
-                let row = &mut ws.p[r * BK..r * BK + kn];
-                let vis = if qb == kb { ctx.visible(r, q0, k0, kn) } else { kn };
-                exp_affine_sum(&mut row[..vis], 1.0, ws.lse[r]);
-                row[vis..].fill(0.0);
+            self.probs_and_ds(ws, rows, qb, kb, kn, km, ctx.kv_block(ctx.v, bi, kh, k0, kn));
+            matmul(MatMut::rows(dq, rows, hd, hd), true, Mat::rows(&ws.dp, rows, kn, BK), km, ctx.scale, 1);
+        }
+    }
+
+    /// Gathers query block qb of kv head kh (Q, dO, lse and D of its g·qn rows) into `ws`;
+    /// returns the row count.
+    fn load_queries(&self, ws: &mut BwdWork, bi: usize, len: usize, kh: usize, qb: usize) -> usize {
+        let ctx = self.ctx;
+        let Dims { t, nh, .. } = ctx.d;
+        let g = ctx.g;
+        let q0 = qb * BQ;
+        let qn = BQ.min(len - q0);
+        ctx.gather_group(ctx.q, bi, kh, q0, qn, &mut ws.q);
+        ctx.gather_group(self.dout, bi, kh, q0, qn, &mut ws.dout);
+        for r in 0..qn * g {
+            let (i, h) = (q0 + r / g, kh * g + r % g);
+            ws.lse[r] = self.lse[(bi * nh + h) * t + i];
+            ws.dsum[r] = self.dsum[(bi * t + i) * nh + h];
+        }
+        qn * g
+    }
+
+    /// For the loaded query block qb against key block kb (`kn` keys `km`, values `vm`):
+    /// `ws.p` = P = exp(scale·Q·Kᵀ − lse), zero above the diagonal, and
+    /// `ws.dp` = dS = P ⊙ (dO·Vᵀ − D).
+    #[allow(clippy::too_many_arguments)]
+    fn probs_and_ds(&self, ws: &mut BwdWork, rows: usize, qb: usize, kb: usize, kn: usize, km: Mat, vm: Mat) {
+        let ctx = self.ctx;
+        let hd = ctx.d.hd;
+        let (q0, k0) = (qb * BQ, kb * BK);
+        let qm = Mat::rows(&ws.q, rows, hd, hd);
+        let dom = Mat::rows(&ws.dout, rows, hd, hd);
+        matmul(MatMut::rows(&mut ws.p, rows, kn, BK), false, qm, km.t(), ctx.scale, 1);
+        for r in 0..rows {
+            let row = &mut ws.p[r * BK..r * BK + kn];
+            let vis = if qb == kb { ctx.visible(r, q0, k0, kn) } else { kn };
+            exp_affine_sum(&mut row[..vis], 1.0, ws.lse[r]);
+            row[vis..].fill(0.0);
+        }
+        matmul(MatMut::rows(&mut ws.dp, rows, kn, BK), false, dom, vm.t(), 1.0, 1);
+        for r in 0..rows {
+            let (p, dp) = (&ws.p[r * BK..r * BK + kn], &mut ws.dp[r * BK..r * BK + kn]);
+            let dr = ws.dsum[r];
+            for (x, &pv) in dp.iter_mut().zip(p) {
+                *x = pv * (*x - dr);
             }
-            matmul(MatMut::rows(&mut ws.dp, rows, kn, BK), false, dom, vm.t(), 1.0, 1);
-            for r in 0..rows {
-                let (p, dp) = (&ws.p[r * BK..r * BK + kn], &mut ws.dp[r * BK..r * BK + kn]);
-                let dr = ws.dsum[r];
-                for (x, &pv) in dp.iter_mut().zip(p) {
-                    *x = pv * (*x - dr);
-                }
-            }
-            let dsm = Mat::rows(&ws.dp, rows, kn, BK);
-            matmul(MatMut::rows(dq, rows, hd, hd), true, dsm, km, ctx.scale, 1);
         }
     }
 }
