@@ -5,6 +5,10 @@ use std::process::ExitCode;
 use asrl_learner::cli;
 use clap::{Parser, Subcommand};
 
+/// mimalloc: see the workspace Cargo.toml (page faults per training step).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The asrl learner: owns the LoRA adapter, runs SFT and GRPO updates, serves rollout workers.
 #[derive(Parser)]
 #[command(name = "asrl-learner", version)]

@@ -57,3 +57,17 @@ fn force_composite() -> bool {
 }
 
 pub type Result<T> = std::result::Result<T, OpError>;
+
+/// Runs `f` on a thread of rayon's global pool (inline when already on one).
+///
+/// Every fused kernel and gemm call parallelises with rayon. Called from a thread outside the
+/// pool, each of those thousands of calls per training step is injected into the pool and
+/// waited on through a lock and a futex wake-up; called from inside, they are plain joins.
+/// On 2 cores (SmolLM2 shape, seq 256) a training step went from ~1.33 s to ~1.2 s.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        f()
+    } else {
+        rayon::scope(|_| f())
+    }
+}

@@ -9,6 +9,10 @@ use asrl_rollout_worker::cli;
 use asrl_rollout_worker::engine::ModelEngine;
 use clap::{Parser, Subcommand};
 
+/// mimalloc: see the workspace Cargo.toml (page faults per training step).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// An asrl rollout worker: samples completion groups with the learner's adapter and scores them.
 #[derive(Parser)]
 #[command(name = "asrl-rollout-worker", version)]

@@ -5,6 +5,10 @@ use std::process::ExitCode;
 use asrl_tools::{bench, demo_data, parity, random_model};
 use clap::{Parser, Subcommand};
 
+/// mimalloc: see the workspace Cargo.toml (page faults per training step).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Tools around asrl: demo data and benchmarks.
 #[derive(Parser)]
 #[command(name = "asrl-tools", version)]

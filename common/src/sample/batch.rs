@@ -60,7 +60,8 @@ pub fn sample_groups_until(
         return Err(ModelError::Input("max_sequences must be at least 1".into()));
     }
     let mut batch = Batch::new(model, adapter, requests, max_sequences, stop_ids)?;
-    batch.run()?;
+    // On the pool: a decode step makes hundreds of small parallel calls (see `asrl_ops::on_pool`).
+    asrl_ops::on_pool(|| batch.run())?;
     batch
         .groups
         .into_iter()

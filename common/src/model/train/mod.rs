@@ -67,6 +67,15 @@ impl Model {
         adapter: &LoraAdapter,
         opts: &TrainOptions,
     ) -> Result<(Tensor, Tape), ModelError> {
+        asrl_ops::on_pool(|| self.train_forward_here(batch, adapter, opts))
+    }
+
+    fn train_forward_here(
+        &self,
+        batch: &ScoringBatch,
+        adapter: &LoraAdapter,
+        opts: &TrainOptions,
+    ) -> Result<(Tensor, Tape), ModelError> {
         let dropout = adapter.next_dropout();
         let plan = Plan::new(self, batch, Some(adapter), dropout, opts.temperature)?;
         let layers = self.cfg.num_hidden_layers;
@@ -101,6 +110,15 @@ impl Model {
     /// The same log-probs without saving anything (one layer's activations alive at a time)
     /// and without dropout: validation loss, and the GRPO reference with `adapter: None`.
     pub fn score_logprobs(
+        &self,
+        batch: &ScoringBatch,
+        adapter: Option<&LoraAdapter>,
+        temperature: f64,
+    ) -> Result<Tensor, ModelError> {
+        asrl_ops::on_pool(|| self.score_logprobs_here(batch, adapter, temperature))
+    }
+
+    fn score_logprobs_here(
         &self,
         batch: &ScoringBatch,
         adapter: Option<&LoraAdapter>,

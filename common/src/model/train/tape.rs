@@ -47,6 +47,10 @@ impl Tape {
     /// ignored). Runs layer by layer from the top; each layer's saved tensors are freed as soon
     /// as its backward is done. No gradient is formed for frozen weights or the embedding.
     pub fn backward(self, dlogprobs: &Tensor) -> Result<LoraGrads, ModelError> {
+        asrl_ops::on_pool(|| self.backward_here(dlogprobs))
+    }
+
+    fn backward_here(self, dlogprobs: &Tensor) -> Result<LoraGrads, ModelError> {
         let Tape { plan, mut layers, head, dense_dims, dense_index } = self;
         if dlogprobs.dims() != [dense_dims.0, dense_dims.1] {
             return Err(ModelError::Input(format!(
