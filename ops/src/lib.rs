@@ -71,3 +71,25 @@ pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         rayon::scope(|_| f())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::on_pool;
+
+    #[test]
+    fn on_pool_runs_on_a_pool_thread_and_returns_the_value() {
+        assert!(rayon::current_thread_index().is_none(), "the test harness thread is not a pool thread");
+        let (index, value) = on_pool(|| (rayon::current_thread_index(), 41 + 1));
+        assert!(index.is_some(), "the closure ran outside the pool");
+        assert_eq!(value, 42);
+    }
+
+    #[test]
+    fn on_pool_inside_the_pool_stays_on_the_same_thread() {
+        let (outer, inner) = on_pool(|| {
+            let outer = rayon::current_thread_index();
+            (outer, on_pool(rayon::current_thread_index))
+        });
+        assert_eq!(outer, inner);
+    }
+}
