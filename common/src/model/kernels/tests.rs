@@ -83,3 +83,67 @@ fn batch_attention_matches_masked_attention() {
     let outside = [span(2, 11, 0, 1)];
     assert!(super::batch_decode_attention(&q.narrow(0, 0, 1).unwrap(), (&pk, &pv), (&gk, &gv), &outside, 0.25).is_err());
 }
+
+/// Uniform values in [-1, 1) from a fixed seed.
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn outer_matmul(x: &[f32], w: &[f32], k: usize, n: usize) -> Vec<f32> {
+    let mut y = vec![f32::NAN; n * (w.len() / k)];
+    super::outer::matmul_t(x, w, k, n, &mut y);
+    y
+}
+
+/// Odd shapes (k and out off the 8/16 grid, 1..=37 rows) against an f64 reference, and bit for
+/// bit against the scalar in-order `mul_add` path.
+#[test]
+fn outer_matmul_matches_f64_and_the_scalar_order() {
+    let ks = [1, 5, 37, 203, 579];
+    let outs = [1, 15, 16, 17, 70, 129];
+    for n in 1..=37 {
+        let (k, out) = (ks[n % ks.len()], outs[n % outs.len()]);
+        let (x, w) = (values(n * k, n as u64), values(out * k, 100 + n as u64));
+        let y = outer_matmul(&x, &w, k, n);
+        for b in 0..n {
+            for o in 0..out {
+                let (xb, wo) = (&x[b * k..(b + 1) * k], &w[o * k..(o + 1) * k]);
+                let exact: f64 = xb.iter().zip(wo).map(|(&a, &c)| a as f64 * c as f64).sum();
+                let scale: f64 = xb.iter().zip(wo).map(|(&a, &c)| (a as f64 * c as f64).abs()).sum();
+                let got = y[b * out + o] as f64;
+                assert!((got - exact).abs() <= 1e-5 * scale.max(1e-30), "{n}x{k}x{out} [{b},{o}]: {got} vs {exact}");
+            }
+        }
+        let mut scalar = vec![f32::NAN; n * out];
+        super::outer::scalar_panel(&w, &x, k, n, super::outer::OutCols::whole(&mut scalar, out));
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&y), bits(&scalar), "{n}x{k}x{out}: SIMD and scalar orders differ");
+    }
+}
+
+/// A row's outputs are the same bits alone and in batches of 5, 24 and 37 rows at any offset.
+#[test]
+fn outer_matmul_rows_do_not_depend_on_the_batch() {
+    for (k, out) in [(203, 133), (576, 70), (64, 16)] {
+        let n = 37;
+        let (x, w) = (values(n * k, 7), values(out * k, 8));
+        let alone: Vec<Vec<f32>> = (0..n).map(|r| outer_matmul(&x[r * k..(r + 1) * k], &w, k, 1)).collect();
+        for batch in [5, 24, 37] {
+            for start in [0, 3, n - batch].into_iter().filter(|s| s + batch <= n) {
+                let y = outer_matmul(&x[start * k..(start + batch) * k], &w, k, batch);
+                for (i, row) in y.chunks(out).enumerate() {
+                    let want = &alone[start + i];
+                    assert!(row.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()), "k {k} out {out}: row {} in a batch of {batch} from {start}", start + i);
+                }
+            }
+        }
+    }
+}
