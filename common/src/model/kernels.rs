@@ -12,11 +12,11 @@ use candle_core::{DType, Storage, Tensor};
 use rayon::prelude::*;
 
 use super::ModelError;
-pub(crate) use asrl_ops::dot;
 
 mod batch_attention;
 mod outer;
 
+use batch_attention::{attend, Segment};
 pub(crate) use batch_attention::{batch_decode_attention, RowSpan};
 
 /// Up to this many rows of `x` the outer-product kernel beats gemm (a prefill's few tokens).
@@ -99,29 +99,8 @@ pub(crate) fn decode_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -
     out.par_chunks_mut(g * hd).enumerate().for_each(|(blk, o)| {
         let (bi, h) = (blk / nkv, blk % nkv);
         let base = bi * sb + h * sh;
-        let keys = &kv_all[base..base + len * hd];
-        let vals = &vv_all[base..base + len * hd];
-        let mut p = vec![0f32; len];
-        for j in 0..g {
-            let qh = &qv[(bi * nh + h * g + j) * hd..(bi * nh + h * g + j + 1) * hd];
-            let mut max = f32::NEG_INFINITY;
-            for (l, pl) in p.iter_mut().enumerate() {
-                *pl = dot(qh, &keys[l * hd..(l + 1) * hd]) * scale;
-                max = max.max(*pl);
-            }
-            let mut sum = 0f32;
-            for pl in p.iter_mut() {
-                *pl = (*pl - max).exp();
-                sum += *pl;
-            }
-            let oh = &mut o[j * hd..(j + 1) * hd];
-            for (l, pl) in p.iter().enumerate() {
-                let w = pl / sum;
-                for (od, vd) in oh.iter_mut().zip(&vals[l * hd..(l + 1) * hd]) {
-                    *od += w * vd;
-                }
-            }
-        }
+        let seg = Segment { keys: &kv_all[base..base + len * hd], vals: &vv_all[base..base + len * hd], len, stride: hd };
+        attend(&qv[(bi * nh + h * g) * hd..(bi * nh + (h + 1) * g) * hd], &[seg, Segment::EMPTY], hd, scale, o);
     });
     drop((qs, ks, vs));
     Ok(Some(Tensor::from_vec(out, (b, nh * hd), q.device())?))

@@ -67,7 +67,7 @@ pub(super) fn scalar_panel(rows: &[f32], x: &[f32], k: usize, n: usize, y: OutCo
     }
 }
 
-fn has_avx2_fma() -> bool {
+pub(super) fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();

@@ -19,10 +19,6 @@ fn matches_matmul() {
     let slow = x.matmul(&view.contiguous().unwrap().t().unwrap()).unwrap();
     let diff = (fast - slow).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(diff < 1e-4, "row view: {diff}");
-    let a: Vec<f32> = (0..21).map(|i| i as f32 * 0.5).collect();
-    let b: Vec<f32> = (0..21).map(|i| 1.0 - i as f32 * 0.1).collect();
-    let expected: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-    assert!((super::dot(&a, &b) - expected).abs() < 1e-4);
     // Decode attention against a strided cache view equals softmax(q kᵀ · s) v.
     let (b, nkv, g, len, cap, hd) = (2, 2, 3, 5, 8, 16);
     let kb = Tensor::randn(0f32, 1., (b, nkv, cap, hd), &d).unwrap();
@@ -146,4 +142,27 @@ fn outer_matmul_rows_do_not_depend_on_the_batch() {
             }
         }
     }
+}
+
+/// The attention core gives the portable build's bits on the AVX2 path, and its inlined dot
+/// product is asrl_ops::dot's.
+#[test]
+fn attention_core_keeps_the_portable_bits() {
+    use super::batch_attention::{attend, attend_impl, dot, Segment};
+    let (g, hd, width) = (3, 20, 60);
+    let q = values(g * hd, 1);
+    let (pk, pv, gk, gv) = (values(9 * width, 2), values(9 * width, 3), values(5 * width, 4), values(5 * width, 5));
+    let segs = [
+        Segment { keys: &pk[width + 20..8 * width], vals: &pv[width + 20..8 * width], len: 7, stride: width },
+        Segment { keys: &gk[20..4 * width], vals: &gv[20..4 * width], len: 4, stride: width },
+    ];
+    let (mut fast, mut portable) = (vec![0f32; g * hd], vec![0f32; g * hd]);
+    attend(&q, &segs, hd, 0.3, &mut fast);
+    attend_impl(&q, &segs, hd, 0.3, &mut portable);
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&fast), bits(&portable));
+    let (a, b) = (values(37, 6), values(37, 7));
+    assert_eq!(dot(&a, &b).to_bits(), asrl_ops::dot(&a, &b).to_bits());
+    let exact: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+    assert!((dot(&a, &b) as f64 - exact).abs() < 1e-5);
 }
