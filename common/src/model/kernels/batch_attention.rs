@@ -117,35 +117,45 @@ unsafe fn attend_avx2(q: &[f32], segs: &[Segment; 2], hd: usize, scale: f32, out
     attend_impl(q, segs, hd, scale, out)
 }
 
+/// Each key and value row is read once for all g heads (not once per head); every head's
+/// scores, softmax and weighted sum still run over the positions in order.
 #[inline(always)]
 pub(super) fn attend_impl(q: &[f32], segs: &[Segment; 2], hd: usize, scale: f32, out: &mut [f32]) {
+    let g = q.len() / hd;
     let len: usize = segs.iter().map(|s| s.len).sum();
-    let mut p = vec![0f32; len];
-    for (qh, oh) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
-        let mut max = f32::NEG_INFINITY;
-        let mut l0 = 0;
-        for s in segs {
-            for (l, pl) in p[l0..l0 + s.len].iter_mut().enumerate() {
-                *pl = dot(qh, &s.keys[l * s.stride..l * s.stride + hd]) * scale;
-                max = max.max(*pl);
+    let mut p = vec![0f32; g * len];
+    let mut max = vec![f32::NEG_INFINITY; g];
+    let mut l0 = 0;
+    for s in segs {
+        for l in 0..s.len {
+            let key = &s.keys[l * s.stride..l * s.stride + hd];
+            for (j, qh) in q.chunks_exact(hd).enumerate() {
+                let v = dot(qh, key) * scale;
+                p[j * len + l0 + l] = v;
+                max[j] = max[j].max(v);
             }
-            l0 += s.len;
         }
-        let mut sum = 0f32;
-        for pl in p.iter_mut() {
-            *pl = (*pl - max).exp();
-            sum += *pl;
+        l0 += s.len;
+    }
+    let mut sum = vec![0f32; g];
+    for (j, pj) in p.chunks_exact_mut(len).enumerate() {
+        for pl in pj.iter_mut() {
+            *pl = (*pl - max[j]).exp();
+            sum[j] += *pl;
         }
-        let mut l0 = 0;
-        for s in segs {
-            for (l, pl) in p[l0..l0 + s.len].iter().enumerate() {
-                let w = pl / sum;
-                for (od, vd) in oh.iter_mut().zip(&s.vals[l * s.stride..l * s.stride + hd]) {
+    }
+    let mut l0 = 0;
+    for s in segs {
+        for l in 0..s.len {
+            let val = &s.vals[l * s.stride..l * s.stride + hd];
+            for (j, oh) in out.chunks_exact_mut(hd).enumerate() {
+                let w = p[j * len + l0 + l] / sum[j];
+                for (od, vd) in oh.iter_mut().zip(val) {
                     *od += w * vd;
                 }
             }
-            l0 += s.len;
         }
+        l0 += s.len;
     }
 }
 
