@@ -28,7 +28,7 @@ thread_local! {
 
 /// `y[b * out + o] = Σ_i x[b * k + i] · w[o * k + i]` for `x` (n, k), `w` (out, k), `y` (n, out).
 pub(super) fn matmul_t(x: &[f32], w: &[f32], k: usize, n: usize, y: &mut [f32]) {
-    assert!(k > 0 && w.len() % k == 0 && x.len() == n * k, "x {} / w {} values for k {k}, {n} rows", x.len(), w.len());
+    assert!(k > 0 && w.len().is_multiple_of(k) && x.len() == n * k, "x {} / w {} values for k {k}, {n} rows", x.len(), w.len());
     let out = w.len() / k;
     assert_eq!(y.len(), n * out, "y holds (n, out)");
     let simd = has_avx2_fma();
