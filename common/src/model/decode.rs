@@ -11,7 +11,7 @@ use candle_core::Tensor;
 
 use super::kernels::{self, RowSpan};
 use super::transformer::Path;
-use super::weights::Layer;
+use super::weights::{proj_rows, Layer};
 use super::{BatchKvCache, LoraAdapter, Model, ModelError};
 use crate::config::LoraTarget;
 
@@ -64,8 +64,7 @@ impl Model {
             let attn = self.batch_attention(&h, layer, i, (&cos, &sin), cache, (&index, &spans), adapter)?;
             x = (x + attn)?;
             let h = self.norm(&x, &layer.post_norm, Path::Infer)?;
-            let gate = self.decode_linear(&h, layer, i, LoraTarget::Gate, adapter)?;
-            let up = self.decode_linear(&h, layer, i, LoraTarget::Up, adapter)?;
+            let [gate, up] = self.decode_stacked(&h, layer, i, [LoraTarget::Gate, LoraTarget::Up], adapter)?;
             let mlp = self.decode_linear(&(gate.silu()? * up)?, layer, i, LoraTarget::Down, adapter)?;
             x = (x + mlp)?;
         }
@@ -98,6 +97,34 @@ impl Model {
         }
     }
 
+    /// [`Self::decode_linear`] for projections that share one stacked weight (q|k|v,
+    /// gate|up), in its row order: one kernel call over the whole stack, then column views.
+    /// The same bits as one call per projection (each output depends on its weight row alone).
+    fn decode_stacked<const N: usize>(
+        &self,
+        x: &Tensor,
+        layer: &Layer,
+        i: usize,
+        targets: [LoraTarget; N],
+        adapter: Option<&LoraAdapter>,
+    ) -> Result<[Tensor; N], ModelError> {
+        let (stack, _, _) = proj_rows(&self.cfg, targets[0]);
+        let fused = kernels::decode_matmul_t(x, layer.stacked(stack))?;
+        let mut out = Vec::with_capacity(N);
+        for t in targets {
+            let (s, start, rows) = proj_rows(&self.cfg, t);
+            debug_assert_eq!(s, stack, "{t:?} is not in the stack of {:?}", targets[0]);
+            out.push(match &fused {
+                Some(y) => match adapter.map(|a| a.delta(i, t, x, None)).transpose()?.flatten() {
+                    Some(d) => (y.narrow(1, start, rows)? + d)?,
+                    None => y.narrow(1, start, rows)?,
+                },
+                None => self.decode_linear(x, layer, i, t, adapter)?,
+            });
+        }
+        Ok(out.try_into().unwrap_or_else(|_| unreachable!("one tensor per target")))
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn batch_attention(
         &self,
@@ -112,9 +139,10 @@ impl Model {
         let (nh, nkv, hd) = (self.cfg.num_attention_heads, self.cfg.num_key_value_heads, self.cfg.head_dim);
         let b = spans.len();
         // Rows as the rope kernel's time axis: one position per row.
-        let q = self.decode_linear(x, layer, i, LoraTarget::Q, adapter)?.reshape((1, b, nh, hd))?;
-        let k = self.decode_linear(x, layer, i, LoraTarget::K, adapter)?.reshape((1, b, nkv, hd))?;
-        let v = self.decode_linear(x, layer, i, LoraTarget::V, adapter)?.reshape((b, nkv * hd))?;
+        let [q, k, v] = self.decode_stacked(x, layer, i, [LoraTarget::Q, LoraTarget::K, LoraTarget::V], adapter)?;
+        let q = q.contiguous()?.reshape((1, b, nh, hd))?;
+        let k = k.contiguous()?.reshape((1, b, nkv, hd))?;
+        let v = v.contiguous()?.reshape((b, nkv * hd))?;
         let (q, k) = match (&layer.q_norm, &layer.k_norm) {
             (Some(qn), Some(kn)) => (self.norm(&q, qn, Path::Infer)?, self.norm(&k, kn, Path::Infer)?),
             _ => (q, k),

@@ -5,7 +5,7 @@
 use candle_core::{DType, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::{dot, ModelError};
+use super::ModelError;
 
 /// Where one row's keys/values are: `prompt_len` positions from position-row `prompt_start`
 /// of the prompt buffers, then `gen_len` positions from `gen_start` of the generated buffers
@@ -65,44 +65,128 @@ pub(crate) fn batch_decode_attention(
     out.par_chunks_mut(g * hd).enumerate().for_each(|(blk, o)| {
         let (bi, h) = (blk / nkv, blk % nkv);
         let s = spans[bi];
-        // Position j's key/value row for this kv head: prompt positions first, then generated.
-        let at = |start: usize, j: usize| {
-            let base = (start + j) * width + h * hd;
-            base..base + hd
-        };
-        let len = s.prompt_len + s.gen_len;
-        let mut p = vec![0f32; len];
-        for j in 0..g {
-            let qh = &qv[(bi * nh + h * g + j) * hd..(bi * nh + h * g + j + 1) * hd];
-            let mut max = f32::NEG_INFINITY;
-            for (l, pl) in p.iter_mut().enumerate() {
-                let key = if l < s.prompt_len {
-                    &pkv[at(s.prompt_start, l)]
-                } else {
-                    &gkv[at(s.gen_start, l - s.prompt_len)]
-                };
-                *pl = dot(qh, key) * scale;
-                max = max.max(*pl);
+        let q = &qv[(bi * nh + h * g) * hd..(bi * nh + (h + 1) * g) * hd];
+        let segs = [
+            Segment::rows((pkv, pvv), s.prompt_start, s.prompt_len, width, h * hd),
+            Segment::rows((gkv, gvv), s.gen_start, s.gen_len, width, h * hd),
+        ];
+        attend(q, &segs, hd, scale, o);
+    });
+    drop(guards);
+    Ok(Some(Tensor::from_vec(out, (b, nh * hd), q.device())?))
+}
+
+/// `len` key and value rows of one kv head, `stride` values apart from the start of `keys` / `vals`.
+#[derive(Clone, Copy)]
+pub(super) struct Segment<'a> {
+    pub keys: &'a [f32],
+    pub vals: &'a [f32],
+    pub len: usize,
+    pub stride: usize,
+}
+
+impl<'a> Segment<'a> {
+    pub const EMPTY: Segment<'static> = Segment { keys: &[], vals: &[], len: 0, stride: 0 };
+
+    /// The column block from `col` of position rows `start..start + len` (rows of `width`).
+    fn rows((keys, vals): (&'a [f32], &'a [f32]), start: usize, len: usize, width: usize, col: usize) -> Self {
+        if len == 0 {
+            return Segment::EMPTY;
+        }
+        let (from, to) = (start * width + col, (start + len) * width);
+        Segment { keys: &keys[from..to], vals: &vals[from..to], len, stride: width }
+    }
+}
+
+/// `out[j] = softmax(q_j · Kᵀ · scale) V` for the query heads `q` (g × hd) of one kv head, over
+/// the positions of `segs` in order. The same arithmetic in the same order on every CPU path
+/// (AVX2 only widens the lanes; Rust does not contract or reassociate), so the bits match the
+/// portable build.
+pub(super) fn attend(q: &[f32], segs: &[Segment; 2], hd: usize, scale: f32, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::outer::has_avx2_fma() {
+        // SAFETY: the CPU supports the enabled target features.
+        return unsafe { attend_avx2(q, segs, hd, scale, out) };
+    }
+    attend_impl(q, segs, hd, scale, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attend_avx2(q: &[f32], segs: &[Segment; 2], hd: usize, scale: f32, out: &mut [f32]) {
+    attend_impl(q, segs, hd, scale, out)
+}
+
+/// Each key and value row is read once for all g heads (not once per head); every head's
+/// scores, softmax and weighted sum still run over the positions in order.
+#[inline(always)]
+pub(super) fn attend_impl(q: &[f32], segs: &[Segment; 2], hd: usize, scale: f32, out: &mut [f32]) {
+    let g = q.len() / hd;
+    let len: usize = segs.iter().map(|s| s.len).sum();
+    let mut p = vec![0f32; g * len];
+    let mut max = vec![f32::NEG_INFINITY; g];
+    let mut l0 = 0;
+    for s in segs {
+        for l in 0..s.len {
+            let key = &s.keys[l * s.stride..l * s.stride + hd];
+            // The rows are strided (other kv heads in between): fetch keys a few positions
+            // ahead, and this position's values for the weighted sum below.
+            prefetch(&s.keys[(l + PREFETCH_AHEAD).min(s.len - 1) * s.stride..][..hd]);
+            prefetch(&s.vals[l * s.stride..][..hd]);
+            for (j, qh) in q.chunks_exact(hd).enumerate() {
+                let v = dot(qh, key) * scale;
+                p[j * len + l0 + l] = v;
+                max[j] = max[j].max(v);
             }
-            let mut sum = 0f32;
-            for pl in p.iter_mut() {
-                *pl = (*pl - max).exp();
-                sum += *pl;
-            }
-            let oh = &mut o[j * hd..(j + 1) * hd];
-            for (l, pl) in p.iter().enumerate() {
-                let val = if l < s.prompt_len {
-                    &pvv[at(s.prompt_start, l)]
-                } else {
-                    &gvv[at(s.gen_start, l - s.prompt_len)]
-                };
-                let w = pl / sum;
+        }
+        l0 += s.len;
+    }
+    let mut sum = vec![0f32; g];
+    for (j, pj) in p.chunks_exact_mut(len).enumerate() {
+        for pl in pj.iter_mut() {
+            *pl = (*pl - max[j]).exp();
+            sum[j] += *pl;
+        }
+    }
+    let mut l0 = 0;
+    for s in segs {
+        for l in 0..s.len {
+            let val = &s.vals[l * s.stride..l * s.stride + hd];
+            for (j, oh) in out.chunks_exact_mut(hd).enumerate() {
+                let w = p[j * len + l0 + l] / sum[j];
                 for (od, vd) in oh.iter_mut().zip(val) {
                     *od += w * vd;
                 }
             }
         }
-    });
-    drop(guards);
-    Ok(Some(Tensor::from_vec(out, (b, nh * hd), q.device())?))
+        l0 += s.len;
+    }
+}
+
+/// Positions ahead to prefetch keys.
+const PREFETCH_AHEAD: usize = 4;
+
+/// Brings the cache lines of `row` towards L1 (no effect on results).
+#[inline(always)]
+fn prefetch(row: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in (0..row.len()).step_by(16) {
+        // SAFETY: a prefetch of an address inside `row` has no side effects.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(row.as_ptr().add(line).cast()) };
+    }
+}
+
+/// [`asrl_ops::dot`]'s arithmetic (8 lanes, then their sum in order, then the tail), inlined so
+/// that it compiles with the caller's target features.
+#[inline(always)]
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ac.zip(bc) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }

@@ -19,10 +19,6 @@ fn matches_matmul() {
     let slow = x.matmul(&view.contiguous().unwrap().t().unwrap()).unwrap();
     let diff = (fast - slow).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(diff < 1e-4, "row view: {diff}");
-    let a: Vec<f32> = (0..21).map(|i| i as f32 * 0.5).collect();
-    let b: Vec<f32> = (0..21).map(|i| 1.0 - i as f32 * 0.1).collect();
-    let expected: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-    assert!((super::dot(&a, &b) - expected).abs() < 1e-4);
     // Decode attention against a strided cache view equals softmax(q kᵀ · s) v.
     let (b, nkv, g, len, cap, hd) = (2, 2, 3, 5, 8, 16);
     let kb = Tensor::randn(0f32, 1., (b, nkv, cap, hd), &d).unwrap();
@@ -82,4 +78,91 @@ fn batch_attention_matches_masked_attention() {
     }
     let outside = [span(2, 11, 0, 1)];
     assert!(super::batch_decode_attention(&q.narrow(0, 0, 1).unwrap(), (&pk, &pv), (&gk, &gv), &outside, 0.25).is_err());
+}
+
+/// Uniform values in [-1, 1) from a fixed seed.
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn outer_matmul(x: &[f32], w: &[f32], k: usize, n: usize) -> Vec<f32> {
+    let mut y = vec![f32::NAN; n * (w.len() / k)];
+    super::outer::matmul_t(x, w, k, n, &mut y);
+    y
+}
+
+/// Odd shapes (k and out off the 8/16 grid, 1..=37 rows) against an f64 reference, and bit for
+/// bit against the scalar in-order `mul_add` path.
+#[test]
+fn outer_matmul_matches_f64_and_the_scalar_order() {
+    let ks = [1, 5, 37, 203, 579];
+    let outs = [1, 15, 16, 17, 70, 129];
+    for n in 1..=37 {
+        let (k, out) = (ks[n % ks.len()], outs[n % outs.len()]);
+        let (x, w) = (values(n * k, n as u64), values(out * k, 100 + n as u64));
+        let y = outer_matmul(&x, &w, k, n);
+        for b in 0..n {
+            for o in 0..out {
+                let (xb, wo) = (&x[b * k..(b + 1) * k], &w[o * k..(o + 1) * k]);
+                let exact: f64 = xb.iter().zip(wo).map(|(&a, &c)| a as f64 * c as f64).sum();
+                let scale: f64 = xb.iter().zip(wo).map(|(&a, &c)| (a as f64 * c as f64).abs()).sum();
+                let got = y[b * out + o] as f64;
+                assert!((got - exact).abs() <= 1e-5 * scale.max(1e-30), "{n}x{k}x{out} [{b},{o}]: {got} vs {exact}");
+            }
+        }
+        let mut scalar = vec![f32::NAN; n * out];
+        super::outer::scalar_panel(&w, &x, k, n, super::outer::OutCols::whole(&mut scalar, out));
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&y), bits(&scalar), "{n}x{k}x{out}: SIMD and scalar orders differ");
+    }
+}
+
+/// A row's outputs are the same bits alone and in batches of 5, 24 and 37 rows at any offset.
+#[test]
+fn outer_matmul_rows_do_not_depend_on_the_batch() {
+    for (k, out) in [(203, 133), (576, 70), (64, 16)] {
+        let n = 37;
+        let (x, w) = (values(n * k, 7), values(out * k, 8));
+        let alone: Vec<Vec<f32>> = (0..n).map(|r| outer_matmul(&x[r * k..(r + 1) * k], &w, k, 1)).collect();
+        for batch in [5, 24, 37] {
+            for start in [0, 3, n - batch].into_iter().filter(|s| s + batch <= n) {
+                let y = outer_matmul(&x[start * k..(start + batch) * k], &w, k, batch);
+                for (i, row) in y.chunks(out).enumerate() {
+                    let want = &alone[start + i];
+                    assert!(row.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()), "k {k} out {out}: row {} in a batch of {batch} from {start}", start + i);
+                }
+            }
+        }
+    }
+}
+
+/// The attention core gives the portable build's bits on the AVX2 path, and its inlined dot
+/// product is asrl_ops::dot's.
+#[test]
+fn attention_core_keeps_the_portable_bits() {
+    use super::batch_attention::{attend, attend_impl, dot, Segment};
+    let (g, hd, width) = (3, 20, 60);
+    let q = values(g * hd, 1);
+    let (pk, pv, gk, gv) = (values(9 * width, 2), values(9 * width, 3), values(5 * width, 4), values(5 * width, 5));
+    let segs = [
+        Segment { keys: &pk[width + 20..8 * width], vals: &pv[width + 20..8 * width], len: 7, stride: width },
+        Segment { keys: &gk[20..4 * width], vals: &gv[20..4 * width], len: 4, stride: width },
+    ];
+    let (mut fast, mut portable) = (vec![0f32; g * hd], vec![0f32; g * hd]);
+    attend(&q, &segs, hd, 0.3, &mut fast);
+    attend_impl(&q, &segs, hd, 0.3, &mut portable);
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&fast), bits(&portable));
+    let (a, b) = (values(37, 6), values(37, 7));
+    assert_eq!(dot(&a, &b).to_bits(), asrl_ops::dot(&a, &b).to_bits());
+    let exact: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+    assert!((dot(&a, &b) as f64 - exact).abs() < 1e-5);
 }
