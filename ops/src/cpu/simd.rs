@@ -13,7 +13,10 @@ pub(crate) fn exp_affine_sum(xs: &mut [f32], a: f32, shift: f32) -> f32 {
     exp_affine_sum_impl(xs, a, shift)
 }
 
-/// Σ a[i]·b[i] with 8 independent lanes (vectorisable, tree-like accuracy).
+/// Σ a[i]·b[i] with 8 independent lanes (vectorisable, tree-like accuracy). Always inlined, so
+/// a caller compiled with wider target features (the AVX2 decode attention) vectorises it with
+/// them; the arithmetic and its order, and so the bits, stay the same.
+#[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));

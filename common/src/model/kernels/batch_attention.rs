@@ -134,7 +134,7 @@ pub(super) fn attend_impl(q: &[f32], segs: &[Segment; 2], hd: usize, scale: f32,
             prefetch(&s.keys[(l + PREFETCH_AHEAD).min(s.len - 1) * s.stride..][..hd]);
             prefetch(&s.vals[l * s.stride..][..hd]);
             for (j, qh) in q.chunks_exact(hd).enumerate() {
-                let v = dot(qh, key) * scale;
+                let v = asrl_ops::dot(qh, key) * scale;
                 p[j * len + l0 + l] = v;
                 max[j] = max[j].max(v);
             }
@@ -174,19 +174,4 @@ fn prefetch(row: &[f32]) {
         // SAFETY: a prefetch of an address inside `row` has no side effects.
         unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(row.as_ptr().add(line).cast()) };
     }
-}
-
-/// [`asrl_ops::dot`]'s arithmetic (8 lanes, then their sum in order, then the tail), inlined so
-/// that it compiles with the caller's target features.
-#[inline(always)]
-pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ac.zip(bc) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
