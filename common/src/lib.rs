@@ -12,7 +12,9 @@
 //! - [`phase`]: the SFT / GRPO phase enum.
 //! - [`fs`]: atomic directory replacement.
 //! - [`device`], [`telemetry`], [`shutdown`]: device specs, tracing set-up, Ctrl-C handling.
+//! - [`allocator`]: the binaries' global allocator (mimalloc, freed pages kept).
 
+pub mod allocator;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use asrl_learner::cli;
 use clap::{Parser, Subcommand};
 
-/// mimalloc: see the workspace Cargo.toml (page faults per training step).
+/// mimalloc, keeping freed pages: see `asrl_common::allocator`.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: asrl_common::allocator::MiMalloc = asrl_common::allocator::MiMalloc;
 
 /// The asrl learner: owns the LoRA adapter, runs SFT and GRPO updates, serves rollout workers.
 #[derive(Parser)]
@@ -38,6 +38,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    asrl_common::allocator::keep_freed_memory();
     let cli: Cli = asrl_common::cli::parse_or_exit();
     match cli.command {
         Command::Train(_) => asrl_common::telemetry::init_tracing_with(asrl_common::telemetry::SERVICE_LOG),
