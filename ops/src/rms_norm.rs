@@ -74,6 +74,22 @@ pub fn forward_on(backend: Backend, x: &Tensor, w: &Tensor, eps: f64) -> Result<
 
 /// dx for the upstream gradient `dy` (shape and dtype of x).
 pub fn backward(saved: &RmsNormSaved, dy: &Tensor) -> Result<Tensor> {
+    backward_impl(saved, dy, None)
+}
+
+/// `residual + dx`: the backward of a pre-norm block, whose input also feeds the residual path,
+/// in one pass (no separate add and its buffer). `residual` has x's shape and dtype.
+pub fn backward_add(saved: &RmsNormSaved, dy: &Tensor, residual: &Tensor) -> Result<Tensor> {
+    if residual.shape() != saved.x.shape() || residual.dtype() != saved.x.dtype() {
+        return Err(OpError::shape(
+            OP,
+            format!("residual is {:?} {:?} but x was {:?} {:?}", residual.dims(), residual.dtype(), saved.x.dims(), saved.x.dtype()),
+        ));
+    }
+    backward_impl(saved, dy, Some(residual))
+}
+
+fn backward_impl(saved: &RmsNormSaved, dy: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
     let RmsNormSaved { backend, x, w, rstd } = saved;
     if dy.shape() != x.shape() || dy.dtype() != x.dtype() {
         return Err(OpError::shape(
@@ -85,6 +101,7 @@ pub fn backward(saved: &RmsNormSaved, dy: &Tensor) -> Result<Tensor> {
     match backend {
         Backend::FusedCpu => {
             let (x, w, dy) = (x.contiguous()?, w.contiguous()?, dy.contiguous()?);
+            let residual = residual.map(|r| r.contiguous()).transpose()?;
             let dx = {
                 let (xs, ws, rs, dys) = (
                     CpuF32::new(&x, OP, "x")?,
@@ -92,7 +109,9 @@ pub fn backward(saved: &RmsNormSaved, dy: &Tensor) -> Result<Tensor> {
                     CpuF32::new(rstd, OP, "rstd")?,
                     CpuF32::new(&dy, OP, "dy")?,
                 );
-                fused_backward(xs.as_slice(), ws.as_slice(), rs.as_slice(), dys.as_slice(), d)
+                let res = residual.as_ref().map(|r| CpuF32::new(r, OP, "residual")).transpose()?;
+                let res = res.as_ref().map(|r| r.as_slice());
+                fused_backward(xs.as_slice(), ws.as_slice(), rs.as_slice(), dys.as_slice(), res, d)
             };
             tensor(dx, x.shape())
         }
@@ -105,8 +124,11 @@ pub fn backward(saved: &RmsNormSaved, dy: &Tensor) -> Result<Tensor> {
             let g = dy.broadcast_mul(w)?.to_dtype(DType::F32)?;
             let xhat = x.to_dtype(DType::F32)?.broadcast_mul(&rstd)?;
             let m = (&g * &xhat)?.mean_keepdim(D::Minus1)?;
-            let dx = (g - xhat.broadcast_mul(&m)?)?.broadcast_mul(&rstd)?;
-            Ok(dx.to_dtype(x.dtype())?)
+            let dx = (g - xhat.broadcast_mul(&m)?)?.broadcast_mul(&rstd)?.to_dtype(x.dtype())?;
+            Ok(match residual {
+                Some(r) => (r + dx)?,
+                None => dx,
+            })
         }
     }
 }
@@ -151,8 +173,10 @@ fn fused_forward(x: &[f32], w: &[f32], d: usize, eps: f32) -> (Vec<f32>, Vec<f32
     (y, rstd)
 }
 
-fn fused_backward(x: &[f32], w: &[f32], rstd: &[f32], dy: &[f32], d: usize) -> Vec<f32> {
-    let mut dx = vec![0f32; x.len()];
+/// dx, or `residual + dx` in the same pass.
+fn fused_backward(x: &[f32], w: &[f32], rstd: &[f32], dy: &[f32], residual: Option<&[f32]>, d: usize) -> Vec<f32> {
+    // Starting from the residual makes the sum one `+=` per element.
+    let mut dx = residual.map_or_else(|| vec![0f32; x.len()], <[f32]>::to_vec);
     let per = rows_per_task(d);
     dx.par_chunks_mut(per * d).zip(x.par_chunks(per * d)).zip(dy.par_chunks(per * d)).zip(rstd.par_chunks(per)).for_each(
         |(((dx, x), dy), rstd)| {
@@ -160,7 +184,7 @@ fn fused_backward(x: &[f32], w: &[f32], rstd: &[f32], dy: &[f32], d: usize) -> V
                 // mean(g ⊙ x̂) = rstd · Σ dy·w·x / d
                 let m = r * dot3(dy, w, x) / d as f32;
                 for (((dx, x), dy), w) in dx.iter_mut().zip(x).zip(dy).zip(w) {
-                    *dx = r * (dy * w - x * r * m);
+                    *dx += r * (dy * w - x * r * m);
                 }
             }
         },

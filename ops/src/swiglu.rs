@@ -20,7 +20,9 @@
 use candle_core::{DType, Tensor, D};
 use rayon::prelude::*;
 
-use crate::cpu::{rows_per_task, tensor, CpuF32};
+#[cfg(target_arch = "x86_64")]
+use crate::cpu::has_avx2_fma;
+use crate::cpu::{rows_per_task, sigmoid_lane, tensor, CpuF32};
 use crate::{Backend, OpError, Result};
 
 const OP: &str = "swiglu";
@@ -113,19 +115,13 @@ fn split(gu: &Tensor, i: usize) -> Result<(Tensor, Tensor)> {
     Ok((gu.narrow(D::Minus1, 0, i)?, gu.narrow(D::Minus1, i, i)?))
 }
 
-fn sigmoid(g: f32) -> f32 {
-    1.0 / (1.0 + (-g).exp())
-}
-
 fn fused_forward(gu: &[f32], i: usize) -> Vec<f32> {
     let mut h = vec![0f32; gu.len() / 2];
     let per = rows_per_task(2 * i);
     h.par_chunks_mut(per * i).zip(gu.par_chunks(per * 2 * i)).for_each(|(h, gu)| {
         for (h, gu) in h.chunks_exact_mut(i).zip(gu.chunks_exact(2 * i)) {
             let (g, u) = gu.split_at(i);
-            for ((h, &g), &u) in h.iter_mut().zip(g).zip(u) {
-                *h = g * sigmoid(g) * u;
-            }
+            forward_row(h, g, u);
         }
     });
     h
@@ -139,13 +135,58 @@ fn fused_backward(gu: &[f32], dh: &[f32], i: usize) -> Vec<f32> {
             for ((dgu, gu), dh) in dgu.chunks_exact_mut(2 * i).zip(gu.chunks_exact(2 * i)).zip(dh.chunks_exact(i)) {
                 let (g, u) = gu.split_at(i);
                 let (dg, du) = dgu.split_at_mut(i);
-                for j in 0..i {
-                    let s = sigmoid(g[j]);
-                    dg[j] = dh[j] * u[j] * s * (1.0 + g[j] * (1.0 - s));
-                    du[j] = dh[j] * g[j] * s;
-                }
+                backward_row(dg, du, g, u, dh);
             }
         },
     );
     dgu
+}
+
+/// One row of h = silu(g) ⊙ u. The sigmoid's `exp` is the vectorised one: libm's scalar `expf`
+/// made this op 2 % of a training step.
+fn forward_row(h: &mut [f32], g: &[f32], u: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports the enabled target features.
+        return unsafe { forward_row_avx2(h, g, u) };
+    }
+    forward_row_impl(h, g, u)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn forward_row_avx2(h: &mut [f32], g: &[f32], u: &[f32]) {
+    forward_row_impl(h, g, u)
+}
+
+#[inline(always)]
+fn forward_row_impl(h: &mut [f32], g: &[f32], u: &[f32]) {
+    for ((h, &g), &u) in h.iter_mut().zip(g).zip(u) {
+        *h = g * sigmoid_lane(g) * u;
+    }
+}
+
+/// One row of the backward: dg = dh ⊙ u ⊙ σ(g)(1 + g(1 − σ(g))), du = dh ⊙ silu(g).
+fn backward_row(dg: &mut [f32], du: &mut [f32], g: &[f32], u: &[f32], dh: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports the enabled target features.
+        return unsafe { backward_row_avx2(dg, du, g, u, dh) };
+    }
+    backward_row_impl(dg, du, g, u, dh)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn backward_row_avx2(dg: &mut [f32], du: &mut [f32], g: &[f32], u: &[f32], dh: &[f32]) {
+    backward_row_impl(dg, du, g, u, dh)
+}
+
+#[inline(always)]
+fn backward_row_impl(dg: &mut [f32], du: &mut [f32], g: &[f32], u: &[f32], dh: &[f32]) {
+    for ((((dg, du), &g), &u), &dh) in dg.iter_mut().zip(du.iter_mut()).zip(g).zip(u).zip(dh) {
+        let s = sigmoid_lane(g);
+        *dg = dh * u * s * (1.0 + g * (1.0 - s));
+        *du = dh * g * s;
+    }
 }

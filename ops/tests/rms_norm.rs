@@ -33,6 +33,10 @@ fn check_both_backends(shape: &[usize], seed: u64) {
         assert_eq!(saved.rstd().dims(), [x.elem_count() / d]);
         let dx = rms_norm::backward(&saved, &dy).unwrap();
         assert_close(&dx, &dx_ref, 1e-4, &format!("{backend:?} dx {shape:?}"));
+        let residual = uniform(&mut r, shape, 1.0);
+        let with_residual = rms_norm::backward_add(&saved, &dy, &residual).unwrap();
+        let want = (&residual + &dx_ref).unwrap();
+        assert_close(&with_residual, &want, 1e-4, &format!("{backend:?} residual + dx {shape:?}"));
     }
 }
 

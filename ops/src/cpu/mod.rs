@@ -13,7 +13,9 @@ mod slice;
 
 pub(crate) use matmul::{matmul, Mat, MatMut};
 pub use simd::dot;
-pub(crate) use simd::{exp_affine_sum, max};
+pub(crate) use simd::{exp_affine_sum, max, sigmoid_lane};
+#[cfg(target_arch = "x86_64")]
+pub(crate) use simd::has_avx2_fma;
 pub(crate) use slice::{tensor, CpuF32};
 
 /// Elements per rayon task for the streaming kernels: large enough that scheduling is noise,

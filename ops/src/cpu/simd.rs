@@ -43,7 +43,7 @@ pub(crate) fn max(xs: &[f32]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn has_avx2_fma() -> bool {
+pub(crate) fn has_avx2_fma() -> bool {
     static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"))
 }
@@ -72,6 +72,13 @@ fn exp_affine_sum_impl(xs: &mut [f32], a: f32, shift: f32) -> f32 {
         tail += *x;
     }
     acc.iter().sum::<f32>() + tail
+}
+
+/// 1 / (1 + e^−x) with [`exp_lane`]: inlined into callers compiled for AVX2 it vectorises.
+/// Saturates to exactly 1 above 88 and to ~6e-39 (not 0) below −88.
+#[inline(always)]
+pub(crate) fn sigmoid_lane(x: f32) -> f32 {
+    1.0 / (1.0 + exp_lane(-x))
 }
 
 /// Cephes `expf`: x = n·ln2 + r with |r| ≤ ln2/2, e^r by a degree-7 polynomial, 2^n built in

@@ -214,7 +214,8 @@ pub(super) fn backward(
         vec![dgu.narrow(D::Minus1, 0, inter)?.contiguous()?, dgu.narrow(D::Minus1, inter, inter)?.contiguous()?]
     };
     let dh2 = proj_backward(plan, i, gate_up, dgu, true, grads)?.expect("dx was asked for");
-    let dx2 = (dout + rms_norm::backward(&norm2, &dh2)?)?;
+    let dx2 = rms_norm::backward_add(&norm2, &dh2, &dout)?;
+    drop(dout);
     drop((norm2, dh2));
 
     let d_o = proj_backward(plan, i, o, vec![dx2.clone()], true, grads)?.expect("dx was asked for");
@@ -235,7 +236,7 @@ pub(super) fn backward(
     let dqkv = if qkv.fused() { vec![Tensor::cat(&[&dq, &dk, &dv], 1)?] } else { vec![dq, dk, dv] };
     let dh1 = proj_backward(plan, i, qkv, dqkv, need_dx, grads)?;
     match dh1 {
-        Some(dh1) => Ok(Some((dx2 + rms_norm::backward(&norm1, &dh1)?)?)),
+        Some(dh1) => Ok(Some(rms_norm::backward_add(&norm1, &dh1, &dx2)?)),
         None => Ok(None),
     }
 }
