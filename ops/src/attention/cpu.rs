@@ -15,7 +15,9 @@
 //! over the key blocks in order. Recomputing P and dP for dQ costs two more block products than
 //! sharing dQ between key-block tasks, but a shared sum would be added up in whatever order the
 //! threads ran: the gradients, and so the trained adapter, would differ in the last bits from
-//! run to run.
+//! run to run. So where it fits in [`DS_STORE_LIMIT_BYTES`], the key-block pass keeps each dS
+//! block it computed and the query-block pass only multiplies them by K (5 block products per
+//! block pair instead of 7, no second `exp`); the results are the same bits either way.
 
 use candle_core::Tensor;
 use rayon::prelude::*;
@@ -29,6 +31,11 @@ const BQ: usize = 64;
 /// Key tokens per block. Equal to `BQ`, so query block i's diagonal is key block i and every
 /// row of a block sees at least one key of each block up to its diagonal.
 const BK: usize = BQ;
+
+/// Largest scratch for the dS blocks of one backward call (f32): b · nh · (block pairs) ·
+/// BQ · BK floats, 2.3 MB per layer at SmolLM2's shape and 256 tokens, 138 MB per sequence at
+/// Qwen3-0.6B's and 2000. Above it, the query-block pass recomputes P and dS.
+pub(crate) const DS_STORE_LIMIT_BYTES: usize = 256 << 20;
 
 /// Read-only inputs of one call and the index arithmetic of the token-major layouts.
 struct Ctx<'a> {
@@ -162,6 +169,22 @@ fn forward_block(ctx: &Ctx, ws: &mut FwdWork, bi: usize, kh: usize, qb: usize, o
 
 /// dq, dk, dv (f32, the input shapes) from the saved forward and dO (contiguous f32).
 pub(super) fn backward(saved: &AttentionSaved, grad_o: &Tensor, d: Dims, lens: Option<&[usize]>) -> Result<(Tensor, Tensor, Tensor)> {
+    backward_limited(saved, grad_o, d, lens, DS_STORE_LIMIT_BYTES)
+}
+
+/// Block pairs (query block ≥ key block) of `nb` blocks.
+fn pairs(nb: usize) -> usize {
+    nb * (nb + 1) / 2
+}
+
+/// [`backward`] with the dS scratch limit as a parameter (tests run both paths).
+fn backward_limited(
+    saved: &AttentionSaved,
+    grad_o: &Tensor,
+    d: Dims,
+    lens: Option<&[usize]>,
+    ds_limit_bytes: usize,
+) -> Result<(Tensor, Tensor, Tensor)> {
     let (qs, ks, vs) = (CpuF32::new(&saved.q, OP, "q")?, CpuF32::new(&saved.k, OP, "k")?, CpuF32::new(&saved.v, OP, "v")?);
     let (os, ls, dos) = (CpuF32::new(&saved.o, OP, "o")?, CpuF32::new(&saved.lse, OP, "lse")?, CpuF32::new(grad_o, OP, "grad_o")?);
     let ctx = Ctx { d, g: d.group(), scale: saved.scale as f32, q: qs.as_slice(), k: ks.as_slice(), v: vs.as_slice() };
@@ -185,26 +208,55 @@ pub(super) fn backward(saved: &AttentionSaved, grad_o: &Tensor, d: Dims, lens: O
     let mut dq = vec![0f32; b * nkv * t * g * hd];
     let mut dk = vec![0f32; b * nkv * t * hd];
     let mut dv = vec![0f32; b * nkv * t * hd];
+    // dS scratch: per (row, kv head) a region of pairs(t / BQ) blocks of (g·BQ, BK), key-block
+    // major (key block kb's pairs with query blocks kb, kb+1, … are contiguous: one task's).
+    let slot = g * BQ * BK;
+    let region = pairs(t.div_ceil(BQ)) * slot;
+    let store = b * nkv * region * 4 <= ds_limit_bytes;
+    let mut ds = if store { vec![0f32; b * nkv * region] } else { Vec::new() };
     if !dq.is_empty() {
         let bw = Bwd { ctx: &ctx, lse, dout, dsum: &dsum };
-        dk.par_chunks_mut(t * hd).zip(dv.par_chunks_mut(t * hd)).enumerate().for_each(|(bk, (dkb, dvb))| {
-            let (bi, kh) = (bk / nkv, bk % nkv);
-            let len = len_of(bi);
-            let blocks = dkb[..len * hd].par_chunks_mut(BK * hd).zip(dvb[..len * hd].par_chunks_mut(BK * hd));
-            blocks.enumerate().for_each_init(
-                || BwdWork::new(g * BQ, hd),
-                |ws, (kb, (dkc, dvc))| bw.key_block(ws, bi, len, kh, kb, dkc, dvc),
-            );
-        });
+        let mut ds_regions: Vec<&mut [f32]> =
+            if store { ds.chunks_mut(region).collect() } else { (0..b * nkv).map(|_| <&mut [f32]>::default()).collect() };
+        dk.par_chunks_mut(t * hd).zip(dv.par_chunks_mut(t * hd)).zip(ds_regions.par_iter_mut()).enumerate().for_each(
+            |(bk, ((dkb, dvb), dsr))| {
+                let (bi, kh) = (bk / nkv, bk % nkv);
+                let len = len_of(bi);
+                let nb = len.div_ceil(BK);
+                // Key block kb's dS blocks: nb − kb of them.
+                let mut per_kb = Vec::with_capacity(nb);
+                let mut rest: &mut [f32] = std::mem::take(dsr);
+                for kb in 0..nb {
+                    let n = if store { (nb - kb) * slot } else { 0 };
+                    let (mine, tail) = rest.split_at_mut(n);
+                    per_kb.push(mine);
+                    rest = tail;
+                }
+                let blocks = dkb[..len * hd].par_chunks_mut(BK * hd).zip(dvb[..len * hd].par_chunks_mut(BK * hd));
+                blocks.zip(per_kb.into_par_iter()).enumerate().for_each_init(
+                    || BwdWork::new(g * BQ, hd),
+                    |ws, (kb, ((dkc, dvc), dsc))| bw.key_block(ws, bi, len, kh, kb, dkc, dvc, dsc),
+                );
+            },
+        );
+        let ds = &ds;
         dq.par_chunks_mut(t * g * hd).enumerate().for_each(|(bk, dqb)| {
             let (bi, kh) = (bk / nkv, bk % nkv);
             let len = len_of(bi);
+            let dsr = if store { &ds[bk * region..(bk + 1) * region] } else { &[][..] };
             dqb[..len * g * hd].par_chunks_mut(BQ * g * hd).enumerate().for_each_init(
                 || BwdWork::new(g * BQ, hd),
-                |ws, (qb, dqc)| bw.query_block(ws, bi, len, kh, qb, dqc),
+                |ws, (qb, dqc)| {
+                    if store {
+                        bw.query_block_stored(bi, len, kh, qb, dqc, dsr)
+                    } else {
+                        bw.query_block(ws, bi, len, kh, qb, dqc)
+                    }
+                },
             );
         });
     }
+    drop(ds);
     drop((qs, ks, vs, os, ls, dos));
     let dev = saved.q.device();
     Ok((
@@ -251,9 +303,20 @@ impl BwdWork {
 impl Bwd<'_> {
     /// Key block kb of kv head kh against every query block at or below the diagonal:
     /// accumulates into its dK/dV rows (`dk`, `dv`: the block's (tokens, hd) head-major
-    /// pieces).
+    /// pieces). A non-empty `ds` receives the dS block of each query block qb ≥ kb, in order,
+    /// (g·BQ, BK) each.
     #[allow(clippy::too_many_arguments)]
-    fn key_block(&self, ws: &mut BwdWork, bi: usize, len: usize, kh: usize, kb: usize, dk: &mut [f32], dv: &mut [f32]) {
+    fn key_block(
+        &self,
+        ws: &mut BwdWork,
+        bi: usize,
+        len: usize,
+        kh: usize,
+        kb: usize,
+        dk: &mut [f32],
+        dv: &mut [f32],
+        ds: &mut [f32],
+    ) {
         let ctx = self.ctx;
         let hd = ctx.d.hd;
         let k0 = kb * BK;
@@ -263,6 +326,11 @@ impl Bwd<'_> {
         for qb in kb..len.div_ceil(BQ) {
             let rows = self.load_queries(ws, bi, len, kh, qb);
             self.probs_and_ds(ws, rows, qb, kb, kn, km, vm);
+            if !ds.is_empty() {
+                let slot = ctx.g * BQ * BK;
+                let at = (qb - kb) * slot;
+                ds[at..at + rows * BK].copy_from_slice(&ws.dp[..rows * BK]);
+            }
             let qm = Mat::rows(&ws.q, rows, hd, hd);
             let dom = Mat::rows(&ws.dout, rows, hd, hd);
             matmul(MatMut::rows(dv, kn, hd, hd), true, Mat::rows(&ws.p, rows, kn, BK).t(), dom, 1.0, 1);
@@ -283,6 +351,26 @@ impl Bwd<'_> {
             let km = ctx.kv_block(ctx.k, bi, kh, k0, kn);
             self.probs_and_ds(ws, rows, qb, kb, kn, km, ctx.kv_block(ctx.v, bi, kh, k0, kn));
             matmul(MatMut::rows(dq, rows, hd, hd), true, Mat::rows(&ws.dp, rows, kn, BK), km, ctx.scale, 1);
+        }
+    }
+
+    /// [`Self::query_block`] from the dS blocks the key-block pass kept (`ds`: this row's and kv
+    /// head's region, key-block major): dQ = Σ_kb dS·K in the same order, one product each.
+    fn query_block_stored(&self, bi: usize, len: usize, kh: usize, qb: usize, dq: &mut [f32], ds: &[f32]) {
+        let ctx = self.ctx;
+        let hd = ctx.d.hd;
+        let nb = len.div_ceil(BK);
+        let slot = ctx.g * BQ * BK;
+        let rows = ctx.g * BQ.min(len - qb * BQ);
+        let mut kb_start = 0;
+        for kb in 0..=qb {
+            let k0 = kb * BK;
+            let kn = BK.min(len - k0);
+            let km = ctx.kv_block(ctx.k, bi, kh, k0, kn);
+            let at = kb_start + (qb - kb) * slot;
+            let dsm = Mat::rows(&ds[at..at + rows * BK], rows, kn, BK);
+            matmul(MatMut::rows(dq, rows, hd, hd), true, dsm, km, ctx.scale, 1);
+            kb_start += (nb - kb) * slot;
         }
     }
 
@@ -327,6 +415,49 @@ impl Bwd<'_> {
             let dr = ws.dsum[r];
             for (x, &pv) in dp.iter_mut().zip(p) {
                 *x = pv * (*x - dr);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attention::{forward_with, AttentionOptions};
+    use crate::Backend;
+
+    fn random(shape: &[usize], seed: u64) -> Tensor {
+        let n: usize = shape.iter().product();
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &candle_core::Device::Cpu).unwrap()
+    }
+
+    /// Keeping dS and recomputing it give the same bits, with GQA, ragged lengths and blocks
+    /// cut short at the end.
+    #[test]
+    fn stored_ds_gives_the_recomputed_bits() {
+        for (b, t, nh, nkv, hd, lens) in [(1, 200, 4, 2, 16, None), (2, 150, 9, 3, 8, Some(vec![150, 67])), (1, 64, 2, 2, 8, None)] {
+            let q = random(&[b, t, nh, hd], 1);
+            let k = random(&[b, t, nkv, hd], 2);
+            let v = random(&[b, t, nkv, hd], 3);
+            let go = random(&[b, t, nh, hd], 4);
+            let opts = AttentionOptions { backend: Some(Backend::FusedCpu), ..Default::default() };
+            let (_, saved) = forward_with(&q, &k, &v, 0.3, lens.as_deref(), opts).unwrap();
+            let d = Dims { b, t, nh, nkv, hd };
+            let stored = backward_limited(&saved, &go, d, lens.as_deref(), usize::MAX).unwrap();
+            let recomputed = backward_limited(&saved, &go, d, lens.as_deref(), 0).unwrap();
+            for (a, r) in [(&stored.0, &recomputed.0), (&stored.1, &recomputed.1), (&stored.2, &recomputed.2)] {
+                let (a, r) = (a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), r.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+                assert!(a.iter().zip(&r).all(|(x, y)| x.to_bits() == y.to_bits()), "b {b} t {t}: stored dS path differs");
+                assert!(a.iter().any(|x| *x != 0.0));
             }
         }
     }
