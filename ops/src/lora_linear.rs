@@ -159,10 +159,51 @@ impl LoraLinear {
 
     /// [`forward`](Self::forward) on a chosen backend; [`backward`] then runs on the same one.
     pub fn forward_on(&self, backend: Backend, x: &Tensor, mask: Option<&Tensor>) -> Result<(Tensor, LoraLinearSaved)> {
+        self.forward_impl(backend, x, mask, None)
+    }
+
+    /// `residual + y`: a projection that ends a residual block (o, down), with the sum formed
+    /// by the product itself (it accumulates onto a copy of `residual`) instead of a separate
+    /// add. `residual` is (n, Σ outᵢ) in x's dtype. The backward is [`backward`]'s: the
+    /// residual's gradient is dy itself.
+    pub fn forward_add(&self, x: &Tensor, mask: Option<&Tensor>, residual: &Tensor) -> Result<(Tensor, LoraLinearSaved)> {
+        self.forward_add_on(Backend::for_tensor(x), x, mask, residual)
+    }
+
+    /// [`forward_add`](Self::forward_add) on a chosen backend.
+    pub fn forward_add_on(
+        &self,
+        backend: Backend,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        residual: &Tensor,
+    ) -> Result<(Tensor, LoraLinearSaved)> {
+        self.forward_impl(backend, x, mask, Some(residual))
+    }
+
+    fn forward_impl(
+        &self,
+        backend: Backend,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<(Tensor, LoraLinearSaved)> {
         let n = self.check_input(x, mask)?;
+        if let Some(r) = residual {
+            let o = self.w.dim(0)?;
+            if r.dims() != [n, o] || r.dtype() != x.dtype() || !r.device().same_device(x.device()) {
+                return Err(OpError::shape(
+                    OP,
+                    format!("residual must be ({n}, {o}) {:?} on x's device, got {:?} {:?}", x.dtype(), r.dims(), r.dtype()),
+                ));
+            }
+        }
         let (y, xa) = match backend {
-            Backend::FusedCpu => self.fused_forward(x, mask, n)?,
-            Backend::Composite => self.composite_forward(x, mask)?,
+            Backend::FusedCpu => self.fused_forward(x, mask, n, residual)?,
+            Backend::Composite => {
+                let (y, xa) = self.composite_forward(x, mask)?;
+                (residual.map_or(Ok(y.clone()), |r| r + y)?, xa)
+            }
         };
         let saved = LoraLinearSaved { backend, layer: self.clone(), x: x.clone(), mask: mask.cloned(), xa };
         Ok((y, saved))
@@ -250,14 +291,28 @@ impl LoraLinear {
         Ok((y, Some(xa)))
     }
 
-    fn fused_forward(&self, x: &Tensor, mask: Option<&Tensor>, n: usize) -> Result<(Tensor, Option<Tensor>)> {
+    fn fused_forward(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        n: usize,
+        residual: Option<&Tensor>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let (o, inp, rs) = (self.w.dim(0)?, self.w.dim(1)?, self.rank_sum);
         let (x, w) = (x.contiguous()?, self.w.contiguous()?);
         let (xs, ws) = (CpuF32::new(&x, OP, "x")?, CpuF32::new(&w, OP, "W")?);
         let (xv, wv) = (xs.as_slice(), ws.as_slice());
         let threads = candle_core::utils::get_num_threads();
-        let mut y = vec![0f32; n * o];
-        matmul(MatMut::rows(&mut y, n, o, o), false, Mat::rows(xv, n, inp, inp), Mat::rows(wv, o, inp, inp).t(), 1.0, threads);
+        let mut y = match residual {
+            Some(r) => {
+                let r = r.contiguous()?;
+                let rs = CpuF32::new(&r, OP, "residual")?;
+                rs.as_slice().to_vec()
+            }
+            None => vec![0f32; n * o],
+        };
+        let (xm, wt) = (Mat::rows(xv, n, inp, inp), Mat::rows(wv, o, inp, inp).t());
+        matmul(MatMut::rows(&mut y, n, o, o), residual.is_some(), xm, wt, 1.0, threads);
         let xa = if self.has_lora() {
             let mask = mask.map(|m| m.contiguous()).transpose()?;
             let ms = mask.as_ref().map(|m| CpuF32::new(m, OP, "dropout mask")).transpose()?;

@@ -90,6 +90,9 @@ fn check(specs: &[PartSpec], n: usize, inp: usize, dropout: Option<f32>, seed: u
         let tag = |what: &str| format!("{backend:?} {what}, parts {:?}, dropout {dropout:?}", specs.iter().map(|s| (s.out, s.rank)).collect::<Vec<_>>());
         let (y, saved) = layer.forward_on(backend, &x, mask.as_ref()).unwrap();
         assert_close(&y, &y_ref, 1e-4, &tag("forward"));
+        let residual = uniform(&mut r, &[n, total], 1.0);
+        let (y_add, _) = layer.forward_add_on(backend, &x, mask.as_ref(), &residual).unwrap();
+        assert_close(&y_add, &(&y_ref + &residual).unwrap(), 1e-4, &tag("forward + residual"));
         for need_dx in [true, false] {
             let g = lora_linear::backward(&saved, &dy, need_dx).unwrap();
             match (&g.dx, need_dx) {

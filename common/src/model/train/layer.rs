@@ -52,12 +52,21 @@ pub(super) struct LayerSaved {
 
 /// `x @ stackᵀ` (+ LoRA) for `x` (n, in). Returns one output (n, Σout) when fused, else one
 /// (n, outᵢ) per part.
-fn proj_forward(plan: &Plan, i: usize, stack: Stack, x: &Tensor) -> Result<(Vec<Tensor>, ProjSaved), ModelError> {
+///
+/// With `residual` (single-member stacks: o, down), the one output is `residual + x @ Wᵀ (+ LoRA)`.
+fn proj_forward(
+    plan: &Plan,
+    i: usize,
+    stack: Stack,
+    x: &Tensor,
+    residual: Option<&Tensor>,
+) -> Result<(Vec<Tensor>, ProjSaved), ModelError> {
     let layer = &plan.model.layers[i];
     let cfg = &plan.model.cfg;
     let members = stack_members(stack);
     let adapted = members.iter().any(|&t| plan.lora(i, t).is_some());
     let split = members.len() > 1 && adapted && plan.dropout.is_some();
+    debug_assert!(residual.is_none() || members.len() == 1, "a residual only ends single-member stacks");
     let mut outs = Vec::new();
     let mut calls = Vec::new();
     if split {
@@ -77,7 +86,10 @@ fn proj_forward(plan: &Plan, i: usize, stack: Stack, x: &Tensor) -> Result<(Vec<
             Some(&t) => plan.mask(i, t, x)?,
             None => None,
         };
-        let (y, s) = op.forward(x, mask.as_ref())?;
+        let (y, s) = match residual {
+            Some(r) => op.forward_add(x, mask.as_ref(), r)?,
+            None => op.forward(x, mask.as_ref())?,
+        };
         outs.push(y);
         calls.push(s);
     }
@@ -127,7 +139,7 @@ pub(super) fn forward(plan: &Plan, i: usize, x: &Tensor, save: bool) -> Result<(
     // Without `save`, each op's saved state is dropped at once: one op's alive, not a layer's.
     let (h, norm1) = rms_norm::forward(x, &layer.input_norm, eps)?;
     let norm1 = save.then_some(norm1);
-    let (qkv, qkv_saved) = proj_forward(plan, i, Stack::Qkv, &h)?;
+    let (qkv, qkv_saved) = proj_forward(plan, i, Stack::Qkv, &h, None)?;
     let qkv_saved = save.then_some(qkv_saved);
     drop(h);
     let (q, k, v) = match qkv.as_slice() {
@@ -153,25 +165,24 @@ pub(super) fn forward(plan: &Plan, i: usize, x: &Tensor, save: bool) -> Result<(
     let attn = save.then_some(attn);
     drop((q, k, v));
     let o = o.reshape((b * t, nh * hd))?;
-    let (ao, o_saved) = proj_forward(plan, i, Stack::O, &o)?;
+    let (x2, o_saved) = proj_forward(plan, i, Stack::O, &o, Some(x))?;
     let o_saved = save.then_some(o_saved);
     drop(o);
-    let x2 = (x + &ao[0])?;
-    drop(ao);
+    let x2 = x2.into_iter().next().expect("one output");
 
     let (h2, norm2) = rms_norm::forward(&x2, &layer.post_norm, eps)?;
     let norm2 = save.then_some(norm2);
-    let (gu, gate_up) = proj_forward(plan, i, Stack::GateUp, &h2)?;
+    let (gu, gate_up) = proj_forward(plan, i, Stack::GateUp, &h2, None)?;
     let gate_up = save.then_some(gate_up);
     drop(h2);
     let gu = if gu.len() == 1 { gu.into_iter().next().expect("one output") } else { Tensor::cat(&gu, 1)? };
     let (act, swiglu) = swiglu::forward(&gu)?;
     let swiglu = save.then_some(swiglu);
     drop(gu);
-    let (mlp, down) = proj_forward(plan, i, Stack::Down, &act)?;
+    let (out, down) = proj_forward(plan, i, Stack::Down, &act, Some(&x2))?;
     let down = save.then_some(down);
     drop(act);
-    let out = (&x2 + &mlp[0])?;
+    let out = out.into_iter().next().expect("one output");
     let saved = (|| {
         Some(LayerSaved {
             norm1: norm1?,
