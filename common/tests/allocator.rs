@@ -35,7 +35,8 @@ fn purging_off_keeps_freed_pages() {
     faults_over(2);
     let kept = faults_over(10);
     // Purging at once refaults the block every round (16 huge pages or 8,192 small ones per
-    // round; measured 160 over 10 rounds with THP); kept, the rounds reuse the mapped pages (0).
+    // round; measured 160 over 10 rounds with THP); kept for 10 s, the rounds (milliseconds
+    // apart) reuse the mapped pages (0).
     assert!(purging >= 10 * 8, "purge delay 0 should refault the freed block: {purging} faults");
     assert!(kept * 10 < purging, "with purging off freed pages should be reused: {kept} vs {purging} faults");
 }
