@@ -214,7 +214,16 @@ async fn pipe(client: TcpStream, server: TcpStream, cut_at: usize, max_cuts: usi
                 cuts.fetch_add(1, Ordering::SeqCst);
                 let _ = sw.flush().await;
                 let _ = cut_tx.send(true);
-                tokio::time::sleep(CUT_HOLD).await;
+                // Keep forwarding the request for the hold: a submission that arrived in more
+                // than one read reaches the learner whole (it is the reply that is lost), so
+                // the worker's resend is always a repeat of an applied submission.
+                let until = tokio::time::Instant::now() + CUT_HOLD;
+                while let Ok(Ok(n)) = tokio::time::timeout_at(until, cr.read(&mut buf)).await {
+                    if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                tokio::time::sleep_until(until).await;
                 return;
             }
         }
