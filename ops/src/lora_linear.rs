@@ -202,7 +202,11 @@ impl LoraLinear {
             Backend::FusedCpu => self.fused_forward(x, mask, n, residual)?,
             Backend::Composite => {
                 let (y, xa) = self.composite_forward(x, mask)?;
-                (residual.map_or(Ok(y.clone()), |r| r + y)?, xa)
+                let y = match residual {
+                    Some(r) => (r + y)?,
+                    None => y,
+                };
+                (y, xa)
             }
         };
         let saved = LoraLinearSaved { backend, layer: self.clone(), x: x.clone(), mask: mask.cloned(), xa };
@@ -306,8 +310,8 @@ impl LoraLinear {
         let mut y = match residual {
             Some(r) => {
                 let r = r.contiguous()?;
-                let rs = CpuF32::new(&r, OP, "residual")?;
-                rs.as_slice().to_vec()
+                let res = CpuF32::new(&r, OP, "residual")?;
+                res.as_slice().to_vec()
             }
             None => vec![0f32; n * o],
         };

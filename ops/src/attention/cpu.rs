@@ -65,6 +65,11 @@ impl Ctx<'_> {
         }
     }
 
+    /// Floats of one kept dS block: (g·BQ, BK).
+    fn ds_block(&self) -> usize {
+        self.g * BQ * BK
+    }
+
     /// Number of keys row r of query block q0 sees in key block k0 (of kn keys).
     fn visible(&self, r: usize, q0: usize, k0: usize, kn: usize) -> usize {
         (q0 + r / self.g + 1 - k0).min(kn)
@@ -177,6 +182,13 @@ fn pairs(nb: usize) -> usize {
     nb * (nb + 1) / 2
 }
 
+/// Where the dS block of pair (qb, kb) starts in a (row, kv head) region of blocks of `block`
+/// floats, key-block major: key block kb's nb − kb blocks (query blocks kb..nb) follow those of
+/// key blocks 0..kb.
+fn ds_at(nb: usize, kb: usize, qb: usize, block: usize) -> usize {
+    (kb * nb - kb * kb.saturating_sub(1) / 2 + (qb - kb)) * block
+}
+
 /// [`backward`] with the dS scratch limit as a parameter (tests run both paths).
 fn backward_limited(
     saved: &AttentionSaved,
@@ -210,7 +222,7 @@ fn backward_limited(
     let mut dv = vec![0f32; b * nkv * t * hd];
     // dS scratch: per (row, kv head) a region of pairs(t / BQ) blocks of (g·BQ, BK), key-block
     // major (key block kb's pairs with query blocks kb, kb+1, … are contiguous: one task's).
-    let slot = g * BQ * BK;
+    let slot = ctx.ds_block();
     let region = pairs(t.div_ceil(BQ)) * slot;
     let store = b * nkv * region * 4 <= ds_limit_bytes;
     let mut ds = if store { vec![0f32; b * nkv * region] } else { Vec::new() };
@@ -327,8 +339,8 @@ impl Bwd<'_> {
             let rows = self.load_queries(ws, bi, len, kh, qb);
             self.probs_and_ds(ws, rows, qb, kb, kn, km, vm);
             if !ds.is_empty() {
-                let slot = ctx.g * BQ * BK;
-                let at = (qb - kb) * slot;
+                // `ds` is key block kb's own run of blocks.
+                let at = (qb - kb) * ctx.ds_block();
                 ds[at..at + rows * BK].copy_from_slice(&ws.dp[..rows * BK]);
             }
             let qm = Mat::rows(&ws.q, rows, hd, hd);
@@ -360,17 +372,14 @@ impl Bwd<'_> {
         let ctx = self.ctx;
         let hd = ctx.d.hd;
         let nb = len.div_ceil(BK);
-        let slot = ctx.g * BQ * BK;
         let rows = ctx.g * BQ.min(len - qb * BQ);
-        let mut kb_start = 0;
         for kb in 0..=qb {
             let k0 = kb * BK;
             let kn = BK.min(len - k0);
             let km = ctx.kv_block(ctx.k, bi, kh, k0, kn);
-            let at = kb_start + (qb - kb) * slot;
+            let at = ds_at(nb, kb, qb, ctx.ds_block());
             let dsm = Mat::rows(&ds[at..at + rows * BK], rows, kn, BK);
             matmul(MatMut::rows(dq, rows, hd, hd), true, dsm, km, ctx.scale, 1);
-            kb_start += (nb - kb) * slot;
         }
     }
 
