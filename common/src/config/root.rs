@@ -407,7 +407,7 @@ mod tests {
         let demo = AsrlConfig::load(&root.join("demo-cpu.toml")).unwrap();
         assert_eq!(demo.model.path, Path::new("assets/SmolLM2-135M-Instruct.Q4_1.gguf"));
         assert_eq!(demo.workers.devices.len(), 2);
-        assert!(demo.sampling.max_new_tokens <= 96);
+        assert!(demo.sampling.max_new_tokens <= 128);
         assert_eq!(demo.schedule.epochs, 3);
         assert!(demo.data.path.is_some());
         assert_eq!(demo.train_config().checkpoint.dir, Path::new("runs/demo-cpu/checkpoints"));
