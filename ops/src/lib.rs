@@ -28,7 +28,7 @@ pub mod swiglu;
 
 pub use error::OpError;
 /// The CPU dot product every kernel here uses (8 lanes, tree-like accuracy), for the decode kernels.
-pub use cpu::dot;
+pub use cpu::{dot, has_avx2_fma};
 
 /// Which implementation an op runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

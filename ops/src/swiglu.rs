@@ -20,9 +20,7 @@
 use candle_core::{DType, Tensor, D};
 use rayon::prelude::*;
 
-#[cfg(target_arch = "x86_64")]
-use crate::cpu::has_avx2_fma;
-use crate::cpu::{rows_per_task, sigmoid_lane, tensor, CpuF32};
+use crate::cpu::{avx2_dispatch, rows_per_task, sigmoid_lane, tensor, CpuF32};
 use crate::{Backend, OpError, Result};
 
 const OP: &str = "swiglu";
@@ -142,21 +140,10 @@ fn fused_backward(gu: &[f32], dh: &[f32], i: usize) -> Vec<f32> {
     dgu
 }
 
-/// One row of h = silu(g) ⊙ u. The sigmoid's `exp` is the vectorised one: libm's scalar `expf`
-/// made this op 2 % of a training step.
-fn forward_row(h: &mut [f32], g: &[f32], u: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports the enabled target features.
-        return unsafe { forward_row_avx2(h, g, u) };
-    }
-    forward_row_impl(h, g, u)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn forward_row_avx2(h: &mut [f32], g: &[f32], u: &[f32]) {
-    forward_row_impl(h, g, u)
+avx2_dispatch! {
+    /// One row of h = silu(g) ⊙ u. The sigmoid's `exp` is the vectorised one: libm's scalar
+    /// `expf` made this op 2 % of a training step.
+    fn forward_row(h: &mut [f32], g: &[f32], u: &[f32]) => forward_row_impl
 }
 
 #[inline(always)]
@@ -166,20 +153,9 @@ fn forward_row_impl(h: &mut [f32], g: &[f32], u: &[f32]) {
     }
 }
 
-/// One row of the backward: dg = dh ⊙ u ⊙ σ(g)(1 + g(1 − σ(g))), du = dh ⊙ silu(g).
-fn backward_row(dg: &mut [f32], du: &mut [f32], g: &[f32], u: &[f32], dh: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports the enabled target features.
-        return unsafe { backward_row_avx2(dg, du, g, u, dh) };
-    }
-    backward_row_impl(dg, du, g, u, dh)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn backward_row_avx2(dg: &mut [f32], du: &mut [f32], g: &[f32], u: &[f32], dh: &[f32]) {
-    backward_row_impl(dg, du, g, u, dh)
+avx2_dispatch! {
+    /// One row of the backward: dg = dh ⊙ u ⊙ σ(g)(1 + g(1 − σ(g))), du = dh ⊙ silu(g).
+    fn backward_row(dg: &mut [f32], du: &mut [f32], g: &[f32], u: &[f32], dh: &[f32]) => backward_row_impl
 }
 
 #[inline(always)]

@@ -7,15 +7,37 @@
 //! need no copy. [`simd`] holds the lane-parallel reductions and the vectorised `exp` of the
 //! softmax-heavy kernels.
 
+/// Defines `fn $name(args) -> ret` that runs the portable body `$body` (an `#[inline(always)]`
+/// fn with the same arguments) compiled once more with AVX2 + FMA when the CPU has them, so its
+/// lane loops become 8-wide; elsewhere the portable build of the same body runs.
+macro_rules! avx2_dispatch {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:ident) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                if $crate::cpu::has_avx2_fma() {
+                    // SAFETY: the CPU supports the enabled target features.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+pub(crate) use avx2_dispatch;
+
 mod matmul;
 mod simd;
 mod slice;
 
 pub(crate) use matmul::{matmul, Mat, MatMut};
-pub use simd::dot;
+pub use simd::{dot, has_avx2_fma};
 pub(crate) use simd::{exp_affine_sum, max, sigmoid_lane};
-#[cfg(target_arch = "x86_64")]
-pub(crate) use simd::has_avx2_fma;
 pub(crate) use slice::{tensor, CpuF32};
 
 /// Elements per rayon task for the streaming kernels: large enough that scheduling is noise,

@@ -2,15 +2,10 @@
 //! the softmax-heavy kernels (FlashAttention spends one `exp` per score). The 8 independent
 //! accumulators let the compiler keep one SIMD register per reduction.
 
-/// `xs[i] ← exp(a·xs[i] − shift)`, returning Σ of the new values. Arguments below about −87.3
-/// (masked −∞ included) give exactly 0; NaN stays NaN.
-pub(crate) fn exp_affine_sum(xs: &mut [f32], a: f32, shift: f32) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports the enabled target features.
-        return unsafe { exp_affine_sum_avx2(xs, a, shift) };
-    }
-    exp_affine_sum_impl(xs, a, shift)
+avx2_dispatch! {
+    /// `xs[i] ← exp(a·xs[i] − shift)`, returning Σ of the new values. Arguments below about
+    /// −87.3 (masked −∞ included) give exactly 0; NaN stays NaN.
+    pub(crate) fn exp_affine_sum(xs: &mut [f32], a: f32, shift: f32) -> f32 => exp_affine_sum_impl
 }
 
 /// Σ a[i]·b[i] with 8 independent lanes (vectorisable, tree-like accuracy). Always inlined, so
@@ -42,17 +37,15 @@ pub(crate) fn max(xs: &[f32]) -> f32 {
     acc.iter().fold(tail, |m, &x| m.max(x))
 }
 
-#[cfg(target_arch = "x86_64")]
-pub(crate) fn has_avx2_fma() -> bool {
-    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"))
-}
-
-/// The portable body compiled once more with AVX2 enabled, so the lane loops become 8-wide.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn exp_affine_sum_avx2(xs: &mut [f32], a: f32, shift: f32) -> f32 {
-    exp_affine_sum_impl(xs, a, shift)
+/// Whether the CPU has AVX2 and FMA (checked once): the kernels' vectorised paths need both.
+pub fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 #[inline(always)]

@@ -104,7 +104,7 @@ impl<'a> Segment<'a> {
 /// portable build.
 pub(super) fn attend(q: &[f32], segs: &[Segment; 2], hd: usize, scale: f32, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if super::outer::has_avx2_fma() {
+    if asrl_ops::has_avx2_fma() {
         // SAFETY: the CPU supports the enabled target features.
         return unsafe { attend_avx2(q, segs, hd, scale, out) };
     }

@@ -31,7 +31,7 @@ pub(super) fn matmul_t(x: &[f32], w: &[f32], k: usize, n: usize, y: &mut [f32]) 
     assert!(k > 0 && w.len().is_multiple_of(k) && x.len() == n * k, "x {} / w {} values for k {k}, {n} rows", x.len(), w.len());
     let out = w.len() / k;
     assert_eq!(y.len(), n * out, "y holds (n, out)");
-    let simd = has_avx2_fma();
+    let simd = asrl_ops::has_avx2_fma();
     let panels = out.div_ceil(NR);
     let per_task = TASK_FMAS.div_ceil(n * k * NR).max(1);
     let dst = Out(y.as_mut_ptr());
@@ -65,16 +65,6 @@ pub(super) fn scalar_panel(rows: &[f32], x: &[f32], k: usize, n: usize, y: OutCo
             unsafe { y.write(b, j, acc) };
         }
     }
-}
-
-pub(super) fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 /// The output buffer, shared by the tasks.
