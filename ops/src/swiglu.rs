@@ -20,7 +20,8 @@
 use candle_core::{DType, Tensor, D};
 use rayon::prelude::*;
 
-use crate::cpu::{avx2_dispatch, rows_per_task, sigmoid_lane, tensor, CpuF32};
+use crate::avx2_dispatch;
+use crate::cpu::{rows_per_task, sigmoid_lane, tensor, CpuF32};
 use crate::{Backend, OpError, Result};
 
 const OP: &str = "swiglu";

@@ -9,7 +9,9 @@
 
 /// Defines `fn $name(args) -> ret` that runs the portable body `$body` (an `#[inline(always)]`
 /// fn with the same arguments) compiled once more with AVX2 + FMA when the CPU has them, so its
-/// lane loops become 8-wide; elsewhere the portable build of the same body runs.
+/// lane loops become 8-wide; elsewhere the portable build of the same body runs. Exported for
+/// the decode kernels of `asrl-common`.
+#[macro_export]
 macro_rules! avx2_dispatch {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:ident) => {
         $(#[$meta])*
@@ -20,7 +22,7 @@ macro_rules! avx2_dispatch {
                 unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
                 }
-                if $crate::cpu::has_avx2_fma() {
+                if $crate::has_avx2_fma() {
                     // SAFETY: the CPU supports the enabled target features.
                     return unsafe { avx2($($arg),*) };
                 }
@@ -29,7 +31,6 @@ macro_rules! avx2_dispatch {
         }
     };
 }
-pub(crate) use avx2_dispatch;
 
 mod matmul;
 mod simd;

@@ -98,23 +98,12 @@ impl<'a> Segment<'a> {
     }
 }
 
-/// `out[j] = softmax(q_j · Kᵀ · scale) V` for the query heads `q` (g × hd) of one kv head, over
-/// the positions of `segs` in order. The same arithmetic in the same order on every CPU path
-/// (AVX2 only widens the lanes; Rust does not contract or reassociate), so the bits match the
-/// portable build.
-pub(super) fn attend(q: &[f32], segs: &[Segment; 2], hd: usize, scale: f32, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if asrl_ops::has_avx2_fma() {
-        // SAFETY: the CPU supports the enabled target features.
-        return unsafe { attend_avx2(q, segs, hd, scale, out) };
-    }
-    attend_impl(q, segs, hd, scale, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn attend_avx2(q: &[f32], segs: &[Segment; 2], hd: usize, scale: f32, out: &mut [f32]) {
-    attend_impl(q, segs, hd, scale, out)
+asrl_ops::avx2_dispatch! {
+    /// `out[j] = softmax(q_j · Kᵀ · scale) V` for the query heads `q` (g × hd) of one kv head,
+    /// over the positions of `segs` in order. The same arithmetic in the same order on every CPU
+    /// path (AVX2 only widens the lanes; Rust does not contract or reassociate), so the bits
+    /// match the portable build.
+    pub(super) fn attend(q: &[f32], segs: &[Segment; 2], hd: usize, scale: f32, out: &mut [f32]) => attend_impl
 }
 
 /// Each key and value row is read once for all g heads (not once per head); every head's
