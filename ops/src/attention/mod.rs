@@ -20,6 +20,9 @@
 //! get zero gradients; the fused kernel spends no work on them. Their `lse` entries are
 //! unspecified.
 //!
+//! [`forward_gathered`] runs the same attention on rows gathered from one packed sequence
+//! (completions sharing their prompt, `gathered.rs`).
+//!
 //! Backends: the fused CPU kernel (`cpu.rs`) runs the blocked online-softmax algorithm with
 //! rayon; the composite path (`composite.rs`) materialises f32 scores for a chunk of queries at
 //! a time (memory b·nh·chunk·t, see [`composite_query_chunk`]) with candle ops, for CUDA and
@@ -27,6 +30,9 @@
 
 mod composite;
 mod cpu;
+mod gathered;
+
+pub use gathered::{forward_gathered, RowGather};
 
 use candle_core::{DType, Tensor, D};
 
@@ -55,10 +61,29 @@ pub struct AttentionSaved {
     scale: f64,
     lens: Option<Vec<usize>>,
     query_chunk: usize,
+    /// Set by [`forward_gathered`]: q, k, v and o above are empty, the packed ones live here.
+    gathered: Option<Box<gathered::GatheredSaved>>,
 }
 
 impl AttentionSaved {
-    /// Log-sum-exp of the scaled scores, (b, nh, t) f32.
+    fn gathered(saved: gathered::GatheredSaved) -> Self {
+        let mut outer = saved.inner.clone();
+        outer.gathered = Some(Box::new(saved));
+        outer
+    }
+
+    /// The same state with its four activation tensors dropped (kept packed elsewhere).
+    fn without_tensors(self) -> Result<Self> {
+        let e = gathered::empty(self.q.device())?;
+        Ok(AttentionSaved { q: e.clone(), k: e.clone(), v: e.clone(), o: e, ..self })
+    }
+
+    fn with_tensors(&self, q: Tensor, k: Tensor, v: Tensor, o: Tensor) -> Self {
+        AttentionSaved { q, k, v, o, gathered: None, ..self.clone() }
+    }
+
+    /// Log-sum-exp of the scaled scores, (b, nh, t) f32 (for a gathered call: per attention row,
+    /// (rows, nh, width)).
     pub fn lse(&self) -> &Tensor {
         &self.lse
     }
@@ -136,12 +161,19 @@ pub fn forward_with(
         scale,
         lens: lens.map(<[usize]>::to_vec),
         query_chunk,
+        gathered: None,
     };
     Ok((o, saved))
 }
 
 /// Gradients of q, k and v given the gradient of the output (b, t, nh, hd).
 pub fn backward(saved: &AttentionSaved, grad_o: &Tensor) -> Result<AttentionGrads> {
+    if let Some(g) = &saved.gathered {
+        if grad_o.dims() != g.o.dims() {
+            return Err(OpError::shape(OP, format!("grad_o shape {:?} differs from the output's {:?}", grad_o.dims(), g.o.dims())));
+        }
+        return gathered::backward(g, grad_o);
+    }
     if grad_o.dims() != saved.o.dims() {
         return Err(OpError::shape(OP, format!("grad_o shape {:?} differs from the output's {:?}", grad_o.dims(), saved.o.dims())));
     }
