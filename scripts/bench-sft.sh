@@ -4,13 +4,15 @@
 #
 #   scripts/bench-sft.sh [--shape smollm2-135m|qwen3-0.6b] [--mode sft|grpo] [--seq N]
 #       [--group-size G] [--prompt-tokens P] [--completion-tokens C] [--rank R] [--steps N]
-#       [--warmup N] [--checkpointing off|on|auto] [--budget-mib M] [--peft-qwen] [--no-peft]
+#       [--warmup N] [--checkpointing off|on|auto] [--budget-mib M] [--share-prompts on|off]
+#       [--peft-qwen] [--no-peft]
 #   scripts/bench-sft.sh [SEQ] [RANK] [STEPS]          (the old form: SmolLM2 SFT)
 #
 # Both sides build a random model of the shape (throughput does not depend on the weights), f32,
 # LoRA r=RANK alpha=2·RANK on all 7 projections, forward + backward + clip + AdamW per step.
 # sft: one sequence of SEQ tokens, every token a label. grpo: one micro-batch of G completions of
-# C tokens after a shared P-token prompt (defaults 6 × (1700 + 300)), loss on completion tokens only.
+# C tokens after a shared P-token prompt (defaults 6 × (1700 + 300)), loss on completion tokens only;
+# asrl-rs runs that prompt once for the group unless --share-prompts off (PEFT/TRL run it per row).
 # tok/s counts every token through the forward (rows × tokens per row / step seconds).
 # Peak RSS: the whole process (getrusage ru_maxrss); "train peak" is the high-water mark after
 # the model was built (Linux), i.e. weights + training.
@@ -27,7 +29,7 @@ PEFT_QWEN=${PEFT_QWEN:-0}
 RUN_PEFT=1
 
 SHAPE=smollm2-135m MODE=sft SEQ=256 RANK=32 STEPS=5 WARMUP=1 GROUP=6 PROMPT=1700 COMPLETION=300
-CKPT=auto BUDGET=4096
+CKPT=auto BUDGET=4096 SHARE=on
 if [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; then
   SEQ=$1; RANK=${2:-$RANK}; STEPS=${3:-$STEPS}
   shift $(( $# < 3 ? $# : 3 ))
@@ -45,6 +47,7 @@ while [ $# -gt 0 ]; do
     --warmup) WARMUP=$2; shift 2 ;;
     --checkpointing) CKPT=$2; shift 2 ;;
     --budget-mib) BUDGET=$2; shift 2 ;;
+    --share-prompts) SHARE=$2; shift 2 ;;
     --peft-qwen) PEFT_QWEN=1; shift ;;
     --no-peft) RUN_PEFT=0; shift ;;
     *) echo "bench-sft.sh: unknown argument $1" >&2; exit 2 ;;
@@ -66,7 +69,7 @@ common=(--shape "$SHAPE" --mode "$MODE" --seq "$SEQ" --group-size "$GROUP" --pro
 if [ "$MODE" = grpo ]; then work="$GROUP x ($PROMPT + $COMPLETION) tokens"; else work="1 x $SEQ tokens"; fi
 echo "== LoRA $MODE, $SHAPE, $work, r $RANK, 7 modules, f32, $STEPS timed steps after $WARMUP; load: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo n/a)"
 
-ours=$("$BIN" bench sft "${common[@]}" --checkpointing "$CKPT" --budget-mib "$BUDGET")
+ours=$("$BIN" bench sft "${common[@]}" --checkpointing "$CKPT" --budget-mib "$BUDGET" --share-prompts "$SHARE")
 echo "$ours"
 field() { echo "$1" | sed -n "s/.*\b$2=\([^ ]*\).*/\1/p" | head -n 1; }
 ours_tps=$(field "$ours" candle_tokens_per_second)

@@ -29,11 +29,17 @@ pub struct EngineConfig {
     /// short sequences keep everything, the paper's 2000-token GRPO micro-batches of Qwen3-0.6B
     /// recompute most layers.
     pub activation_budget_mib: usize,
+    /// GRPO: completions of one prompt in a micro-batch run that prompt once (projections, norms
+    /// and MLP see each prompt token once; attention reads it per completion). Same log-probs
+    /// and gradients as running every completion with its own copy; at the paper's shape (6 ×
+    /// 300 tokens after a 1,700-token prompt) about 3.4× fewer tokens. Not applied while LoRA
+    /// dropout is active (each completion then draws its own masks). Default true.
+    pub share_prompts: bool,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { activation_checkpointing: ActivationCheckpointing::Auto, activation_budget_mib: 4096 }
+        Self { activation_checkpointing: ActivationCheckpointing::Auto, activation_budget_mib: 4096, share_prompts: true }
     }
 }
 

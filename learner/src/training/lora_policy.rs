@@ -2,6 +2,7 @@
 //! fused training engine (`Model::train_forward` / `Model::score_logprobs`). `logits` keeps
 //! the autograd reference path (`Model::forward`) for tests and comparisons.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use candle_core::{Device, Tensor, Var};
@@ -17,6 +18,7 @@ pub struct LoraPolicy {
     /// Written into `adapter_config.json` as `base_model_name_or_path`.
     base_name: String,
     checkpointing: Checkpointing,
+    share_prompts: bool,
 }
 
 impl LoraPolicy {
@@ -24,13 +26,28 @@ impl LoraPolicy {
     /// checkpointing is off until [`LoraPolicy::with_checkpointing`].
     pub fn new(model: Model, mut adapter: LoraAdapter, base_name: impl Into<String>) -> Self {
         adapter.set_training(true);
-        Self { model, adapter, base_name: base_name.into(), checkpointing: Checkpointing::Off }
+        Self { model, adapter, base_name: base_name.into(), checkpointing: Checkpointing::Off, share_prompts: true }
     }
 
     /// Which layers of a training forward keep their activations (`[engine]` in the config).
     pub fn with_checkpointing(mut self, checkpointing: Checkpointing) -> Self {
         self.checkpointing = checkpointing;
         self
+    }
+
+    /// Whether completions sharing a prompt run it once (`engine.share_prompts`; default on).
+    pub fn with_prompt_sharing(mut self, share: bool) -> Self {
+        self.share_prompts = share;
+        self
+    }
+
+    /// `batch` as the engine should run it.
+    fn layout<'b>(&self, batch: &'b ScoringBatch) -> Cow<'b, ScoringBatch> {
+        if self.share_prompts || !batch.shares_prompts() {
+            Cow::Borrowed(batch)
+        } else {
+            Cow::Owned(batch.clone().unshared())
+        }
     }
 
     pub fn model(&self) -> &Model {
@@ -52,7 +69,7 @@ impl Policy for LoraPolicy {
     }
 
     fn score(&self, batch: &ScoringBatch, temperature: f64, adapter: bool) -> Result<Tensor, TrainError> {
-        Ok(self.model.score_logprobs(batch, adapter.then_some(&self.adapter), temperature)?)
+        Ok(self.model.score_logprobs(&self.layout(batch), adapter.then_some(&self.adapter), temperature)?)
     }
 
     fn score_for_training(
@@ -61,7 +78,7 @@ impl Policy for LoraPolicy {
         temperature: f64,
     ) -> Result<(Tensor, Box<dyn Backward + '_>), TrainError> {
         let opts = TrainOptions { temperature, checkpointing: self.checkpointing };
-        let (logprobs, tape) = self.model.train_forward(batch, &self.adapter, &opts)?;
+        let (logprobs, tape) = self.model.train_forward(&self.layout(batch), &self.adapter, &opts)?;
         Ok((logprobs, Box::new(EngineBackward(tape))))
     }
 

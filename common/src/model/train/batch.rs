@@ -1,5 +1,8 @@
 //! The rows a training or scoring forward reads, and which positions it scores.
 
+use std::collections::HashMap;
+
+use asrl_ops::attention::RowGather;
 use candle_core::{DType, Device, Tensor};
 
 use crate::model::ModelError;
@@ -32,6 +35,26 @@ pub struct ScoringBatch {
     /// (b, t) f32: 1 at scored positions.
     mask: Tensor,
     scored: usize,
+    /// Set when rows share a prompt: the layout that runs each distinct prompt once.
+    shared: Option<SharedPrompts>,
+}
+
+/// Completions that share a prompt, packed so the prompt runs once ([`ScoringBatch::completions`]).
+///
+/// The forward is one sequence: each distinct prompt once, then every completion's own input
+/// tokens (all but its last, which nothing reads), at their positions after the prompt for
+/// RoPE. Projections, norms and the MLP see each token once; attention runs per completion on
+/// (its prompt, its tokens), gathered by index ([`RowGather`]). The log-prob of a completion's
+/// first token is read at its prompt's last position, shared by the group.
+#[derive(Debug, Clone)]
+pub(super) struct SharedPrompts {
+    /// (n) u32: the packed input ids.
+    pub input: Tensor,
+    /// Position of each packed token.
+    pub positions: Vec<usize>,
+    pub rows: RowGather,
+    /// (m) u32: each scored position's packed token, in the dense order of `targets`.
+    pub forward_index: Tensor,
 }
 
 impl ScoringBatch {
@@ -51,7 +74,29 @@ impl ScoringBatch {
 
     /// Rows of (prompt, completion): scores every completion token (GRPO). A row with a
     /// completion needs a non-empty prompt.
+    ///
+    /// When two or more rows have the same prompt, the batch also carries the layout that runs
+    /// that prompt once for them ([`SharedPrompts`]); the training engine uses it unless LoRA
+    /// dropout is active (each row then draws its own masks) or [`Self::unshared`] dropped it.
+    /// The log-probs and gradients are the same either way.
     pub fn completions(rows: &[(&[u32], &[u32])], device: &Device) -> Result<Self, ModelError> {
+        let mut batch = Self::completions_unshared(rows, device)?;
+        batch.shared = SharedPrompts::build(rows, batch.scored, device)?;
+        Ok(batch)
+    }
+
+    /// The same batch without the shared-prompt layout: every row runs its whole prompt.
+    pub fn unshared(mut self) -> Self {
+        self.shared = None;
+        self
+    }
+
+    /// Whether the batch carries a shared-prompt layout.
+    pub fn shares_prompts(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    fn completions_unshared(rows: &[(&[u32], &[u32])], device: &Device) -> Result<Self, ModelError> {
         let mut built = Vec::with_capacity(rows.len());
         let mut joined = Vec::with_capacity(rows.len());
         for (r, (prompt, completion)) in rows.iter().enumerate() {
@@ -109,6 +154,7 @@ impl ScoringBatch {
             targets: index(targets)?,
             mask: Tensor::from_vec(mask, (b, t), device)?,
             scored,
+            shared: None,
         })
     }
 
@@ -137,9 +183,14 @@ impl ScoringBatch {
         self.scored
     }
 
-    /// Tokens the forward runs on: b × (one past the last scored position of any row).
+    /// Tokens the forward runs on: b × (one past the last scored position of any row), or the
+    /// packed tokens when prompts are shared (unless dropout unshares them).
     pub fn forward_tokens(&self) -> usize {
-        self.b * self.forward_t
+        self.shared.as_ref().map_or(self.b * self.forward_t, SharedPrompts::tokens)
+    }
+
+    pub(super) fn shared(&self) -> Option<&SharedPrompts> {
+        self.shared.as_ref()
     }
 
     pub(super) fn max_id(&self) -> u32 {
@@ -174,5 +225,60 @@ impl ScoringBatch {
     pub(super) fn scatter(&self, values: &Tensor) -> Result<Tensor, ModelError> {
         let zeros = Tensor::zeros(self.b * self.t, DType::F32, values.device())?;
         Ok(zeros.index_add(&self.dense_index, &values.to_dtype(DType::F32)?, 0)?.reshape((self.b, self.t))?)
+    }
+}
+
+impl SharedPrompts {
+    /// `None` unless some prompt is shared by two rows that score tokens.
+    fn build(rows: &[(&[u32], &[u32])], scored: usize, device: &Device) -> Result<Option<Self>, ModelError> {
+        let mut users: HashMap<&[u32], usize> = HashMap::new();
+        for (prompt, completion) in rows {
+            if !completion.is_empty() {
+                *users.entry(*prompt).or_default() += 1;
+            }
+        }
+        if !users.values().any(|&u| u > 1) {
+            return Ok(None);
+        }
+        // Packed token → (row, slot) whose attention output it keeps: a prompt's, the first
+        // row that reads it.
+        let (mut input, mut positions, mut take) = (Vec::new(), Vec::new(), Vec::new());
+        let mut attention_rows = vec![Vec::new(); rows.len()];
+        let mut forward_index = Vec::with_capacity(scored);
+        let mut prompt_start: HashMap<&[u32], usize> = HashMap::new();
+        for (r, (prompt, completion)) in rows.iter().enumerate() {
+            if completion.is_empty() {
+                continue;
+            }
+            let p = prompt.len();
+            let start = *prompt_start.entry(*prompt).or_insert_with(|| {
+                let at = input.len();
+                input.extend_from_slice(prompt);
+                positions.extend(0..p);
+                take.extend((0..p).map(|j| (r, j)));
+                at
+            });
+            let own = completion.len() - 1;
+            let seg = input.len();
+            input.extend_from_slice(&completion[..own]);
+            positions.extend(p..p + own);
+            take.extend((0..own).map(|j| (r, p + j)));
+            attention_rows[r] = (start..start + p).chain(seg..seg + own).collect();
+            forward_index.push((start + p - 1) as u32);
+            forward_index.extend((seg..seg + own).map(|i| i as u32));
+        }
+        debug_assert_eq!(forward_index.len(), scored);
+        let n = input.len();
+        Ok(Some(SharedPrompts {
+            input: Tensor::from_vec(input, n, device)?,
+            positions,
+            rows: RowGather::new(n, &attention_rows, &take, device)?,
+            forward_index: Tensor::from_vec(forward_index, scored, device)?,
+        }))
+    }
+
+    /// Tokens the shared forward runs on.
+    pub fn tokens(&self) -> usize {
+        self.positions.len()
     }
 }

@@ -44,8 +44,9 @@ impl Checkpointing {
 ///
 /// ```text
 /// saved        = s·n·(4H + 2Q + 2K + 3I  [+ Q + K for Qwen3's q/k norm inputs])
-///              + 4·n·(2 + heads  [+ heads + kv_heads for Qwen3]  + Σ r over adapted projections
+///              + 4·n·(2  [+ heads + kv_heads for Qwen3]  + Σ r over adapted projections
 ///                     [+ Σ in over adapted projections, with dropout])
+///              + 4·heads·slots   (slots = n, or rows × width when attention rows are gathered)
 /// checkpointed = s·n·H
 /// ```
 ///
@@ -68,12 +69,25 @@ pub struct LayerBytes {
 impl LayerBytes {
     /// `lora`: the adapter's config and whether dropout is active in this forward.
     pub fn estimate(cfg: &ModelConfig, dtype: DType, lora: Option<(&LoraConfig, bool)>, tokens: usize) -> Self {
+        Self::estimate_with_rows(cfg, dtype, lora, tokens, tokens)
+    }
+
+    /// [`Self::estimate`] for a forward whose attention runs on `attention_slots` (rows ×
+    /// width) gathered from its `tokens` (completions sharing a prompt): attention's
+    /// log-sum-exp is kept per slot, everything else per token.
+    pub fn estimate_with_rows(
+        cfg: &ModelConfig,
+        dtype: DType,
+        lora: Option<(&LoraConfig, bool)>,
+        tokens: usize,
+        attention_slots: usize,
+    ) -> Self {
         let s = dtype.size_in_bytes();
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         let (q, k) = (cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim);
         let qwen = cfg.arch == Arch::Qwen3;
         let mut model_dtype = 4 * h + 2 * q + 2 * k + 3 * i;
-        let mut f32s = 2 + cfg.num_attention_heads;
+        let mut f32s = 2;
         if qwen {
             model_dtype += q + k;
             f32s += cfg.num_attention_heads + cfg.num_key_value_heads;
@@ -89,6 +103,7 @@ impl LayerBytes {
                 }
             }
         }
-        LayerBytes { saved: tokens * (s * model_dtype + 4 * f32s), checkpointed: tokens * s * h }
+        let lse = 4 * cfg.num_attention_heads * attention_slots;
+        LayerBytes { saved: tokens * (s * model_dtype + 4 * f32s) + lse, checkpointed: tokens * s * h }
     }
 }

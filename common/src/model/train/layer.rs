@@ -161,7 +161,10 @@ pub(super) fn forward(plan: &Plan, i: usize, x: &Tensor, save: bool) -> Result<(
     };
     let (q, k) = (plan.rope.forward(&q)?, plan.rope.forward(&k)?);
     let scale = 1.0 / (hd as f64).sqrt();
-    let (o, attn) = attention::forward(&q, &k, &v, scale, Some(&plan.lens))?;
+    let (o, attn) = match &plan.attention_rows {
+        Some(rows) => attention::forward_gathered(&q, &k, &v, scale, rows, Default::default())?,
+        None => attention::forward(&q, &k, &v, scale, Some(&plan.lens))?,
+    };
     let attn = save.then_some(attn);
     drop((q, k, v));
     let o = o.reshape((b * t, nh * hd))?;

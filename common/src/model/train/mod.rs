@@ -79,14 +79,16 @@ impl Model {
         let dropout = adapter.next_dropout();
         let plan = Plan::new(self, batch, Some(adapter), dropout, opts.temperature)?;
         let layers = self.cfg.num_hidden_layers;
-        let bytes = self.train_layer_bytes(batch, Some(adapter));
+        let (tokens, attention_slots) = plan.tokens();
+        let lora = Some((adapter.config(), plan.dropout.is_some()));
+        let bytes = LayerBytes::estimate_with_rows(&self.cfg, self.dtype, lora, tokens, attention_slots);
         let keep_from = layers - opts.checkpointing.saved_layers(layers, bytes);
         let mut tape = Vec::with_capacity(layers);
         let mut head = None;
         let lp = if batch.num_scored() == 0 {
             Tensor::zeros(batch.num_scored(), candle_core::DType::F32, &self.device)?
         } else {
-            let mut x = plan.embed(batch.input())?;
+            let mut x = plan.embed()?;
             for i in 0..layers {
                 if i >= keep_from {
                     let (y, saved) = layer::forward(&plan, i, &x, true)?;
@@ -128,7 +130,7 @@ impl Model {
         if batch.num_scored() == 0 {
             return batch.scatter(&Tensor::zeros(0, candle_core::DType::F32, &self.device)?);
         }
-        let mut x = plan.embed(batch.input())?;
+        let mut x = plan.embed()?;
         for i in 0..self.cfg.num_hidden_layers {
             x = layer::forward(&plan, i, &x, false)?.0;
         }
@@ -138,8 +140,15 @@ impl Model {
     /// [`LayerBytes::estimate`] for this model, `batch` and `adapter` (dropout counted when the
     /// adapter is training with `dropout > 0`): what [`Checkpointing::Auto`] plans with.
     pub fn train_layer_bytes(&self, batch: &ScoringBatch, adapter: Option<&LoraAdapter>) -> LayerBytes {
-        let lora = adapter.map(|a| (a.config(), a.is_training() && a.config().dropout > 0.0));
-        LayerBytes::estimate(&self.cfg, self.dtype, lora, batch.forward_tokens())
+        let dropout = adapter.is_some_and(|a| a.is_training() && a.config().dropout > 0.0);
+        let (tokens, attention) = match batch.shared().filter(|_| !dropout) {
+            Some(s) => (s.tokens(), s.rows.dims().0 * s.rows.dims().1),
+            None => {
+                let n = batch.dims().0 * batch.forward_t();
+                (n, n)
+            }
+        };
+        LayerBytes::estimate_with_rows(&self.cfg, self.dtype, adapter.map(|a| (a.config(), dropout)), tokens, attention)
     }
 }
 

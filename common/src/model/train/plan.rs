@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use asrl_ops::attention::RowGather;
 use asrl_ops::lora_linear::Lora;
 use asrl_ops::rope::RopeTables;
 use candle_core::Tensor;
@@ -36,6 +37,10 @@ pub(super) struct Plan {
     pub b: usize,
     pub t: usize,
     pub lens: Vec<usize>,
+    /// (b·t) u32: the forward's input ids.
+    input: Tensor,
+    /// Set when the batch's shared prompts run once (one packed row): attention's rows.
+    pub attention_rows: Option<RowGather>,
     pub forward_index: Tensor,
     pub targets: Tensor,
     pub temperature: f64,
@@ -85,8 +90,19 @@ impl Plan {
             var_shapes = vars.iter().map(|(_, v)| v.dims().to_vec()).collect();
             var_names = vars.into_iter().map(|(n, _)| n).collect();
         }
-        let t = batch.forward_t();
-        let (cos, sin) = model.rope_tables_f32(0, t)?;
+        // Rows each draw their own dropout masks, so a prompt shared under dropout runs per row.
+        let shared = batch.shared().filter(|_| dropout.is_none());
+        let (b, t, lens, input, forward_index, (cos, sin)) = match shared {
+            Some(s) => {
+                let n = s.tokens();
+                (1, n, vec![n], s.input.clone(), s.forward_index.clone(), model.rope_at(s.positions.iter().copied())?)
+            }
+            None => {
+                let t = batch.forward_t();
+                let lens = batch.forward_lens().to_vec();
+                (batch.dims().0, t, lens, batch.input().clone(), batch.forward_index().clone(), model.rope_tables_f32(0, t)?)
+            }
+        };
         Ok(Plan {
             model: model.clone(),
             pairs,
@@ -94,10 +110,12 @@ impl Plan {
             var_shapes,
             dropout,
             rope: RopeTables::new(&cos, &sin)?,
-            b: batch.dims().0,
+            b,
             t,
-            lens: batch.forward_lens().to_vec(),
-            forward_index: batch.forward_index().clone(),
+            lens,
+            input,
+            attention_rows: shared.map(|s| s.rows.clone()),
+            forward_index,
             targets: batch.targets().clone(),
             // T = 0 (greedy sampling) is scored at T = 1, like the sampler's log-probs.
             temperature: if temperature == 0.0 { 1.0 } else { temperature },
@@ -125,7 +143,13 @@ impl Plan {
     }
 
     /// (b·t, hidden) embeddings of the forward's input ids.
-    pub fn embed(&self, batch_input: &Tensor) -> Result<Tensor, ModelError> {
-        Ok(self.model.embed.index_select(batch_input, 0)?)
+    pub fn embed(&self) -> Result<Tensor, ModelError> {
+        Ok(self.model.embed.index_select(&self.input, 0)?)
+    }
+
+    /// Tokens the forward runs on, and the (row × width) slots attention runs on.
+    pub fn tokens(&self) -> (usize, usize) {
+        let n = self.b * self.t;
+        (n, self.attention_rows.as_ref().map_or(n, |r| r.dims().0 * r.dims().1))
     }
 }

@@ -374,3 +374,65 @@ fn engine_is_bit_deterministic() {
         }
     }
 }
+
+/// Two prompts (one longer than an attention block) with three completions each, interleaved,
+/// one completion empty: the rows sharing a prompt run it once.
+fn shared_rows(vocab: usize, seed: u64) -> Vec<(Vec<u32>, Vec<u32>)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (a, b) = (random_ids(&mut rng, 70, vocab), random_ids(&mut rng, 5, vocab));
+    [(&a, 4), (&b, 3), (&a, 1), (&b, 0), (&a, 7), (&b, 6)]
+        .into_iter()
+        .map(|(p, c)| (p.clone(), random_ids(&mut rng, c, vocab)))
+        .collect()
+}
+
+#[test]
+fn shared_prompts_give_the_log_probs_and_gradients_of_unshared_rows() {
+    for cfg in configs() {
+        let model = Model::random(cfg.clone(), &CPU, DType::F32, 4).unwrap();
+        let a = adapter(&cfg, &LoraTarget::ALL, 0.0, 5);
+        let rows = shared_rows(cfg.vocab_size, 6);
+        let refs: Vec<(&[u32], &[u32])> = rows.iter().map(|(p, c)| (p.as_slice(), c.as_slice())).collect();
+        let shared = ScoringBatch::completions(&refs, &CPU).unwrap();
+        assert!(shared.shares_prompts());
+        // Each prompt once, then the completions' tokens but their last: 70 + 5 + 3 + 0 + 6 + 2 + 5.
+        assert_eq!(shared.forward_tokens(), 91);
+        let unshared = shared.clone().unshared();
+        assert_eq!(unshared.forward_tokens(), 6 * 76);
+        let w = weights(&shared, 7);
+        let want = composite(&model, &shared, Some(&a), 0.7, &w);
+        for ckpt in [Checkpointing::Off, Checkpointing::On] {
+            let opts = TrainOptions { temperature: 0.7, checkpointing: ckpt };
+            let got = drop_t(engine(&model, &shared, &a, opts, &w));
+            assert_close(&format!("{:?} shared, {ckpt:?}", cfg.arch), &got, &want, &names(&a), 1e-4);
+            let rows_alone = drop_t(engine(&model, &unshared, &a, opts, &w));
+            assert_close(&format!("{:?} shared vs unshared, {ckpt:?}", cfg.arch), &got, &rows_alone, &names(&a), 1e-5);
+        }
+        for adapter_on in [false, true] {
+            let got = model.score_logprobs(&shared, adapter_on.then_some(&a), 1.0).unwrap();
+            let want = model.score_logprobs(&unshared, adapter_on.then_some(&a), 1.0).unwrap();
+            assert!(rel_diff(&got, &want) <= 1e-5, "{:?} scoring, adapter {adapter_on}", cfg.arch);
+        }
+    }
+}
+
+/// Under LoRA dropout every row draws its own masks, so the engine runs a shared batch row by
+/// row: the same bits as the unshared batch with the same seed.
+#[test]
+fn shared_prompts_under_dropout_run_row_by_row() {
+    let cfg = tiny_config(Arch::Qwen3, true);
+    let model = Model::random(cfg.clone(), &CPU, DType::F32, 4).unwrap();
+    let a = adapter(&cfg, &LoraTarget::ALL, 0.3, 5);
+    let rows = shared_rows(cfg.vocab_size, 8);
+    let refs: Vec<(&[u32], &[u32])> = rows.iter().map(|(p, c)| (p.as_slice(), c.as_slice())).collect();
+    let shared = ScoringBatch::completions(&refs, &CPU).unwrap();
+    let unshared = shared.clone().unshared();
+    assert_eq!(model.train_layer_bytes(&shared, Some(&a)), model.train_layer_bytes(&unshared, Some(&a)));
+    let w = weights(&shared, 9);
+    let mut runs = Vec::new();
+    for batch in [&shared, &unshared] {
+        a.seed_dropout(11);
+        runs.push(drop_t(engine(&model, batch, &a, TrainOptions::default(), &w)));
+    }
+    assert_close("dropout", &runs[0], &runs[1], &names(&a), 0.0);
+}

@@ -91,6 +91,17 @@ pub struct SftArgs {
     /// Activation budget of `--checkpointing auto`, MiB per micro-batch.
     #[arg(long, default_value_t = EngineConfig::default().activation_budget_mib)]
     pub budget_mib: usize,
+    /// GRPO: run the group's prompt once for all completions (`[engine] share_prompts`).
+    /// tok/s still counts every row's prompt, as a trainer without sharing runs them.
+    #[arg(long, value_enum, default_value = "on")]
+    pub share_prompts: OnOff,
+}
+
+/// A boolean flag's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 /// What one run measured (`run` prints it in the lines bench-sft.sh parses).
@@ -102,6 +113,8 @@ pub struct SftReport {
     pub rows: usize,
     pub tokens_per_row: usize,
     pub scored_tokens: usize,
+    /// Tokens the training forward runs on (fewer than rows × tokens_per_row with shared prompts).
+    pub forward_tokens: usize,
     pub num_layers: usize,
     /// Layers whose activations the engine keeps under `--checkpointing` (the rest replay).
     pub saved_layers: usize,
@@ -126,11 +139,13 @@ pub fn run(args: SftArgs) -> anyhow::Result<()> {
     println!("model: {}", r.source);
     println!("lora: r={} alpha={} modules=7 trainable_params={}", args.rank, 2 * args.rank, r.trainable_params);
     println!(
-        "mode={} rows={} tokens_per_row={} scored_tokens={} steps={} warmup={} threads={}",
+        "mode={} rows={} tokens_per_row={} scored_tokens={} forward_tokens={} share_prompts={} steps={} warmup={} threads={}",
         r.mode,
         r.rows,
         r.tokens_per_row,
         r.scored_tokens,
+        r.forward_tokens,
+        args.share_prompts == OnOff::On,
         args.steps,
         args.warmup,
         candle_core::utils::get_num_threads()
@@ -182,9 +197,15 @@ pub fn measure(args: &SftArgs) -> anyhow::Result<SftReport> {
     let cfg = model.config().clone();
     let lora = LoraConfig { r: args.rank, alpha: 2.0 * args.rank as f64, ..Default::default() };
     let adapter = LoraAdapter::new(&lora, &cfg, &device, 0)?;
-    let engine = EngineConfig { activation_checkpointing: args.checkpointing.to_config(), activation_budget_mib: args.budget_mib };
+    let engine = EngineConfig {
+        activation_checkpointing: args.checkpointing.to_config(),
+        activation_budget_mib: args.budget_mib,
+        share_prompts: args.share_prompts == OnOff::On,
+    };
     let checkpointing = engine.checkpointing();
-    let policy = LoraPolicy::new(model, adapter, source.clone()).with_checkpointing(checkpointing);
+    let policy = LoraPolicy::new(model, adapter, source.clone())
+        .with_checkpointing(checkpointing)
+        .with_prompt_sharing(engine.share_prompts);
     let workload = Workload::new(args, cfg.vocab_size)?;
 
     let mut tc = TrainConfig::default();
@@ -195,6 +216,7 @@ pub fn measure(args: &SftArgs) -> anyhow::Result<SftReport> {
     let mut trainer = Trainer::new(policy, tc, 1.0, args.completion_tokens, 0, TrainerLog::disabled())?;
 
     let batch = workload.scoring_batch(&device)?;
+    let batch = if engine.share_prompts { batch } else { batch.unshared() };
     let layer_bytes = trainer.policy().model().train_layer_bytes(&batch, Some(trainer.policy().adapter()));
     // One scoring forward (no gradients): the forward's cost, and GRPO's behaviour log-probs.
     let start = Instant::now();
@@ -226,6 +248,7 @@ pub fn measure(args: &SftArgs) -> anyhow::Result<SftReport> {
         rows,
         tokens_per_row,
         scored_tokens: batch.num_scored(),
+        forward_tokens: batch.forward_tokens(),
         num_layers: cfg.num_hidden_layers,
         saved_layers: checkpointing.saved_layers(cfg.num_hidden_layers, layer_bytes),
         layer_bytes,
