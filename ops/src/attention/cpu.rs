@@ -93,7 +93,16 @@ fn to_token_major(x: &[f32], b: usize, nkv: usize, t: usize, w: usize) -> Vec<f3
 }
 
 /// Output (b, t, nh, hd) and lse (b, nh, t), both f32.
-pub(super) fn forward(q: &Tensor, k: &Tensor, v: &Tensor, d: Dims, scale: f32, lens: Option<&[usize]>) -> Result<(Tensor, Tensor)> {
+/// Query blocks that end at or before `query_from[row]` are skipped (zero output and lse).
+pub(super) fn forward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    d: Dims,
+    scale: f32,
+    lens: Option<&[usize]>,
+    query_from: Option<&[usize]>,
+) -> Result<(Tensor, Tensor)> {
     let (qs, ks, vs) = (CpuF32::new(q, OP, "q")?, CpuF32::new(k, OP, "k")?, CpuF32::new(v, OP, "v")?);
     let ctx = Ctx { d, g: d.group(), scale, q: qs.as_slice(), k: ks.as_slice(), v: vs.as_slice() };
     let Dims { b, t, nh, nkv, hd } = d;
@@ -105,8 +114,9 @@ pub(super) fn forward(q: &Tensor, k: &Tensor, v: &Tensor, d: Dims, scale: f32, l
         out.par_chunks_mut(t * g * hd).zip(lse.par_chunks_mut(t * g)).enumerate().for_each(|(bk, (ob, lb))| {
             let (bi, kh) = (bk / nkv, bk % nkv);
             let len = lens.map_or(t, |l| l[bi]);
+            let first = first_query_block(query_from, bi);
             let blocks = ob[..len * g * hd].par_chunks_mut(BQ * g * hd).zip(lb[..len * g].par_chunks_mut(BQ * g));
-            blocks.enumerate().for_each_init(
+            blocks.enumerate().skip(first).for_each_init(
                 || FwdWork::new(g * BQ, hd),
                 |ws, (qb, (o, l))| forward_block(&ctx, ws, bi, kh, qb, o, l),
             );
@@ -116,6 +126,12 @@ pub(super) fn forward(q: &Tensor, k: &Tensor, v: &Tensor, d: Dims, scale: f32, l
     let o = Tensor::from_vec(to_token_major(&out, b, nkv, t, g * hd), (b, t, nh, hd), q.device())?;
     let lse = Tensor::from_vec(lse, (b, nkv, t, g), q.device())?.transpose(2, 3)?.reshape((b, nh, t))?;
     Ok((o, lse))
+}
+
+/// The first query block of row `bi` whose outputs are needed: the one holding
+/// `query_from[bi]` (0 without starts).
+fn first_query_block(query_from: Option<&[usize]>, bi: usize) -> usize {
+    query_from.map_or(0, |f| f[bi] / BQ)
 }
 
 /// Per-task buffers of the forward.
@@ -203,6 +219,7 @@ fn backward_limited(
     let Dims { b, t, nh, nkv, hd } = d;
     let g = ctx.g;
     let len_of = |bi: usize| lens.map_or(t, |l| l[bi]);
+    let query_from = saved.query_from.as_deref();
     let (o, lse, dout) = (os.as_slice(), ls.as_slice(), dos.as_slice());
 
     // D = rowsum(dO ⊙ O), (b, t, nh); rows past their length stay 0 (never read).
@@ -227,7 +244,7 @@ fn backward_limited(
     let store = b * nkv * region * 4 <= ds_limit_bytes;
     let mut ds = if store { vec![0f32; b * nkv * region] } else { Vec::new() };
     if !dq.is_empty() {
-        let bw = Bwd { ctx: &ctx, lse, dout, dsum: &dsum };
+        let bw = Bwd { ctx: &ctx, lse, dout, dsum: &dsum, query_from };
         let mut ds_regions: Vec<&mut [f32]> =
             if store { ds.chunks_mut(region).collect() } else { (0..b * nkv).map(|_| <&mut [f32]>::default()).collect() };
         dk.par_chunks_mut(t * hd).zip(dv.par_chunks_mut(t * hd)).zip(ds_regions.par_iter_mut()).enumerate().for_each(
@@ -256,7 +273,7 @@ fn backward_limited(
             let (bi, kh) = (bk / nkv, bk % nkv);
             let len = len_of(bi);
             let dsr = if store { &ds[bk * region..(bk + 1) * region] } else { &[][..] };
-            dqb[..len * g * hd].par_chunks_mut(BQ * g * hd).enumerate().for_each_init(
+            dqb[..len * g * hd].par_chunks_mut(BQ * g * hd).enumerate().skip(first_query_block(query_from, bi)).for_each_init(
                 || BwdWork::new(g * BQ, hd),
                 |ws, (qb, dqc)| {
                     if store {
@@ -287,6 +304,8 @@ struct Bwd<'a> {
     dout: &'a [f32],
     /// (b, t, nh)
     dsum: &'a [f32],
+    /// Per row: query blocks before [`first_query_block`] have a zero dO and are skipped.
+    query_from: Option<&'a [usize]>,
 }
 
 /// Per-task buffers of the backward, reused across query blocks.
@@ -335,7 +354,7 @@ impl Bwd<'_> {
         let kn = dk.len() / hd;
         let km = ctx.kv_block(ctx.k, bi, kh, k0, kn);
         let vm = ctx.kv_block(ctx.v, bi, kh, k0, kn);
-        for qb in kb..len.div_ceil(BQ) {
+        for qb in kb.max(first_query_block(self.query_from, bi))..len.div_ceil(BQ) {
             let rows = self.load_queries(ws, bi, len, kh, qb);
             self.probs_and_ds(ws, rows, qb, kb, kn, km, vm);
             if !ds.is_empty() {

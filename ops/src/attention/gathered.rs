@@ -21,7 +21,7 @@
 
 use candle_core::{DType, Tensor};
 
-use super::{forward_with, AttentionOptions, AttentionSaved};
+use super::{forward_rows, AttentionOptions, AttentionSaved};
 use crate::{OpError, Result};
 
 const OP: &str = "attention (gathered rows)";
@@ -33,6 +33,9 @@ pub struct RowGather {
     width: usize,
     n: usize,
     lens: Vec<usize>,
+    /// Each row's first slot whose output some packed token keeps (its length when none):
+    /// earlier slots' queries need not run.
+    query_from: Vec<usize>,
     /// (rows·width) u32: the packed token at each row slot (0 past the row's length).
     gather: Tensor,
     /// (n) u32: the row slot whose output each packed token keeps.
@@ -60,17 +63,20 @@ impl RowGather {
             }
         }
         let mut slots = Vec::with_capacity(n);
+        let mut query_from: Vec<usize> = rows.iter().map(Vec::len).collect();
         for (i, &(r, j)) in take.iter().enumerate() {
             if rows.get(r).and_then(|row| row.get(j)) != Some(&i) {
                 return Err(OpError::shape(OP, format!("token {i} takes its output from row {r} slot {j}, which reads another token")));
             }
             slots.push((r * width + j) as u32);
+            query_from[r] = query_from[r].min(j);
         }
         Ok(RowGather {
             rows: rows.len(),
             width,
             n,
             lens: rows.iter().map(Vec::len).collect(),
+            query_from,
             gather: Tensor::from_vec(gather, rows.len() * width, device)?,
             take: Tensor::from_vec(slots, n, device)?,
         })
@@ -148,7 +154,7 @@ pub fn forward_gathered(
         }
     }
     let (qr, kr, vr) = (rows.rows_of(q)?, rows.rows_of(k)?, rows.rows_of(v)?);
-    let (o_rows, inner) = forward_with(&qr, &kr, &vr, scale, Some(&rows.lens), opts)?;
+    let (o_rows, inner) = forward_rows(&qr, &kr, &vr, scale, Some(&rows.lens), Some(&rows.query_from), opts)?;
     drop((qr, kr, vr));
     let o = rows.take_from(&o_rows)?;
     drop(o_rows);
@@ -215,7 +221,8 @@ mod tests {
     fn gathered_rows_equal_each_row_run_alone() {
         let (nh, nkv, hd) = (4, 2, 8);
         // Packed: prompt A [0, 5), row 0's tokens [5, 8), row 2's [8, 12), prompt B [12, 82),
-        // row 3's [82, 85). Row 1 shares prompt A and has no tokens of its own.
+        // row 3's [82, 85), row 4's [85, 88). Row 1 shares prompt A and has no tokens of its
+        // own; row 4 keeps no prompt output, so the fused kernel skips its first query block.
         let a: Vec<usize> = (0..5).collect();
         let b: Vec<usize> = (12..82).collect();
         let rows = vec![
@@ -223,8 +230,9 @@ mod tests {
             a.clone(),
             [a.clone(), (8..12).collect()].concat(),
             [b.clone(), (82..85).collect()].concat(),
+            [b.clone(), (85..88).collect()].concat(),
         ];
-        let n = 85;
+        let n = 88;
         // The first row that reads a token keeps its output.
         let mut first: Vec<Option<(usize, usize)>> = vec![None; n];
         for (r, row) in rows.iter().enumerate() {
@@ -234,7 +242,8 @@ mod tests {
         }
         let take: Vec<(usize, usize)> = first.into_iter().map(|s| s.expect("every token is read")).collect();
         let gather = RowGather::new(n, &rows, &take, &Device::Cpu).unwrap();
-        assert_eq!(gather.dims(), (4, 73));
+        assert_eq!(gather.dims(), (5, 73));
+        assert_eq!(gather.query_from, [0, 5, 5, 0, 70]);
         let q = random(&[1, n, nh, hd], 1);
         let k = random(&[1, n, nkv, hd], 2);
         let v = random(&[1, n, nkv, hd], 3);
@@ -281,7 +290,7 @@ mod tests {
             close("dq", &g.dq, &dq);
             close("dk", &g.dk, &dk);
             close("dv", &g.dv, &dv);
-            assert_eq!(saved.lse().dims(), &[4, nh, 73]);
+            assert_eq!(saved.lse().dims(), &[5, nh, 73]);
         }
     }
 

@@ -60,6 +60,8 @@ pub struct AttentionSaved {
     lse: Tensor,
     scale: f64,
     lens: Option<Vec<usize>>,
+    /// See [`forward_rows`].
+    query_from: Option<Vec<usize>>,
     query_chunk: usize,
     /// Set by [`forward_gathered`]: q, k, v and o above are empty, the packed ones live here.
     gathered: Option<Box<gathered::GatheredSaved>>,
@@ -140,14 +142,32 @@ pub fn forward_with(
     lens: Option<&[usize]>,
     opts: AttentionOptions,
 ) -> Result<(Tensor, AttentionSaved)> {
+    forward_rows(q, k, v, scale, lens, None, opts)
+}
+
+/// [`forward_with`] where row r's outputs before position `query_from[r]` are not needed (and
+/// their output gradients will be zero): the fused kernel skips the query blocks that end
+/// before it, in the forward and the backward. Their outputs are unspecified.
+fn forward_rows(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    lens: Option<&[usize]>,
+    query_from: Option<&[usize]>,
+    opts: AttentionOptions,
+) -> Result<(Tensor, AttentionSaved)> {
     let dims = check_inputs(q, k, v, scale, lens)?;
+    if query_from.is_some_and(|f| f.len() != dims.b) {
+        return Err(OpError::shape(OP, format!("query starts for {} rows in a batch of {}", query_from.map_or(0, <[usize]>::len), dims.b)));
+    }
     let backend = opts.backend.unwrap_or_else(|| Backend::for_tensor(q));
     let query_chunk = opts.query_chunk.unwrap_or_else(|| composite_query_chunk(dims.b, dims.nh, dims.t)).max(1);
     let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
     let (o, lse) = match backend {
         Backend::FusedCpu => {
             check_fused(&q)?;
-            cpu::forward(&q, &k, &v, dims, scale as f32, lens)?
+            cpu::forward(&q, &k, &v, dims, scale as f32, lens, query_from)?
         }
         Backend::Composite => composite::forward(&q, &k, &v, dims, scale, lens, query_chunk)?,
     };
@@ -160,6 +180,7 @@ pub fn forward_with(
         lse,
         scale,
         lens: lens.map(<[usize]>::to_vec),
+        query_from: query_from.map(<[usize]>::to_vec),
         query_chunk,
         gathered: None,
     };
