@@ -266,10 +266,12 @@ fn assert_same_steps(engine: &[(f64, f64)], reference: &[(f64, f64)], what: &str
 /// The fused engine and the autograd path drive the trainer to the same adapter: SFT steps with
 /// masked prompts and right padding, then GRPO steps at temperature 0.7 with the PPO clip, the
 /// ratio cap and a KL term to the base model (whose reference log-probs also come from the
-/// engine's no-grad path).
+/// engine's no-grad path); with each group's prompt run once (the default) and per completion.
 #[test]
 fn engine_and_autograd_paths_train_the_same_adapter() {
-    for checkpointing in [asrl_common::model::Checkpointing::Off, asrl_common::model::Checkpointing::On] {
+    use asrl_common::model::Checkpointing;
+    // Each GRPO micro-batch is one group: its completions share their prompt unless turned off.
+    for (checkpointing, share_prompts) in [(Checkpointing::Off, true), (Checkpointing::On, true), (Checkpointing::Off, false)] {
         let mut cfg = TrainConfig::default();
         cfg.optimiser.lr = 5e-2;
         cfg.sft.grad_accum_steps = 2;
@@ -278,7 +280,7 @@ fn engine_and_autograd_paths_train_the_same_adapter() {
         cfg.grpo.epsilon_low = 0.05;
         cfg.grpo.epsilon_high = 0.05;
         cfg.grpo.ratio_cap = 1.2;
-        let engine = policy(32, 5).with_checkpointing(checkpointing);
+        let engine = policy(32, 5).with_checkpointing(checkpointing).with_prompt_sharing(share_prompts);
         let mut fused = Trainer::new(engine, cfg.clone(), 0.7, 8, 0, TrainerLog::disabled()).unwrap();
         let mut reference = Trainer::new(AutogradLora(policy(32, 5)), cfg, 0.7, 8, 0, TrainerLog::disabled()).unwrap();
         assert_same_adapter(&fused.policy().trainable(), &reference.policy().trainable(), "initial");
