@@ -193,16 +193,27 @@ pub(super) fn backward(saved: &AttentionSaved, grad_o: &Tensor, d: Dims, lens: O
     backward_limited(saved, grad_o, d, lens, DS_STORE_LIMIT_BYTES)
 }
 
-/// Block pairs (query block ≥ key block) of `nb` blocks.
-fn pairs(nb: usize) -> usize {
-    nb * (nb + 1) / 2
+/// The first query block key block kb meets in the backward, of `nb` blocks when query blocks
+/// before `first` are skipped (`nb` when it meets none).
+fn first_pair(nb: usize, first: usize, kb: usize) -> usize {
+    kb.max(first).min(nb)
+}
+
+/// Block pairs (query block qb ≥ key block kb, qb ≥ first) of `nb` blocks: the dS blocks a
+/// (row, kv head) keeps.
+fn pairs(nb: usize, first: usize) -> usize {
+    (0..nb).map(|kb| nb - first_pair(nb, first, kb)).sum()
 }
 
 /// Where the dS block of pair (qb, kb) starts in a (row, kv head) region of blocks of `block`
-/// floats, key-block major: key block kb's nb − kb blocks (query blocks kb..nb) follow those of
-/// key blocks 0..kb.
-fn ds_at(nb: usize, kb: usize, qb: usize, block: usize) -> usize {
-    (kb * nb - kb * kb.saturating_sub(1) / 2 + (qb - kb)) * block
+/// floats, key-block major: key block kb's blocks (query blocks first_pair(kb)..nb) follow
+/// those of key blocks 0..kb.
+fn ds_at(nb: usize, first: usize, kb: usize, qb: usize, block: usize) -> usize {
+    debug_assert!(qb >= first_pair(nb, first, kb) && qb < nb);
+    let f = first.min(nb);
+    // Key blocks before `first` each meet nb − f query blocks, key block k ≥ first nb − k.
+    let before = if kb <= f { kb * (nb - f) } else { f * (nb - f) + (kb - f) * nb - (kb - f) * (kb - 1 + f) / 2 };
+    (before + qb - first_pair(nb, first, kb)) * block
 }
 
 /// [`backward`] with the dS scratch limit as a parameter (tests run both paths).
@@ -237,26 +248,39 @@ fn backward_limited(
     let mut dq = vec![0f32; b * nkv * t * g * hd];
     let mut dk = vec![0f32; b * nkv * t * hd];
     let mut dv = vec![0f32; b * nkv * t * hd];
-    // dS scratch: per (row, kv head) a region of pairs(t / BQ) blocks of (g·BQ, BK), key-block
-    // major (key block kb's pairs with query blocks kb, kb+1, … are contiguous: one task's).
+    // dS scratch: per (row, kv head) a region of the row's block pairs, each (g·BQ, BK),
+    // key-block major (key block kb's pairs with its query blocks are contiguous: one task's).
     let slot = ctx.ds_block();
-    let region = pairs(t.div_ceil(BQ)) * slot;
-    let store = b * nkv * region * 4 <= ds_limit_bytes;
-    let mut ds = if store { vec![0f32; b * nkv * region] } else { Vec::new() };
+    let row_pairs = |bi: usize| pairs(len_of(bi).div_ceil(BQ), first_query_block(query_from, bi));
+    let region_at: Vec<usize> = (0..=b * nkv).scan(0, |at, bk| {
+        let start = *at;
+        if bk < b * nkv {
+            *at += row_pairs(bk / nkv) * slot;
+        }
+        Some(start)
+    }).collect();
+    let store = region_at[b * nkv] * 4 <= ds_limit_bytes;
+    let mut ds = if store { vec![0f32; region_at[b * nkv]] } else { Vec::new() };
     if !dq.is_empty() {
         let bw = Bwd { ctx: &ctx, lse, dout, dsum: &dsum, query_from };
-        let mut ds_regions: Vec<&mut [f32]> =
-            if store { ds.chunks_mut(region).collect() } else { (0..b * nkv).map(|_| <&mut [f32]>::default()).collect() };
+        let mut ds_regions: Vec<&mut [f32]> = Vec::with_capacity(b * nkv);
+        let mut rest: &mut [f32] = &mut ds;
+        for bk in 0..b * nkv {
+            let (mine, tail) = rest.split_at_mut(if store { region_at[bk + 1] - region_at[bk] } else { 0 });
+            ds_regions.push(mine);
+            rest = tail;
+        }
         dk.par_chunks_mut(t * hd).zip(dv.par_chunks_mut(t * hd)).zip(ds_regions.par_iter_mut()).enumerate().for_each(
             |(bk, ((dkb, dvb), dsr))| {
                 let (bi, kh) = (bk / nkv, bk % nkv);
                 let len = len_of(bi);
                 let nb = len.div_ceil(BK);
-                // Key block kb's dS blocks: nb − kb of them.
+                let first = first_query_block(query_from, bi);
+                // Key block kb's dS blocks: one per query block it meets.
                 let mut per_kb = Vec::with_capacity(nb);
                 let mut rest: &mut [f32] = std::mem::take(dsr);
                 for kb in 0..nb {
-                    let n = if store { (nb - kb) * slot } else { 0 };
+                    let n = if store { (nb - first_pair(nb, first, kb)) * slot } else { 0 };
                     let (mine, tail) = rest.split_at_mut(n);
                     per_kb.push(mine);
                     rest = tail;
@@ -272,7 +296,7 @@ fn backward_limited(
         dq.par_chunks_mut(t * g * hd).enumerate().for_each(|(bk, dqb)| {
             let (bi, kh) = (bk / nkv, bk % nkv);
             let len = len_of(bi);
-            let dsr = if store { &ds[bk * region..(bk + 1) * region] } else { &[][..] };
+            let dsr = if store { &ds[region_at[bk]..region_at[bk + 1]] } else { &[][..] };
             dqb[..len * g * hd].par_chunks_mut(BQ * g * hd).enumerate().skip(first_query_block(query_from, bi)).for_each_init(
                 || BwdWork::new(g * BQ, hd),
                 |ws, (qb, dqc)| {
@@ -354,12 +378,14 @@ impl Bwd<'_> {
         let kn = dk.len() / hd;
         let km = ctx.kv_block(ctx.k, bi, kh, k0, kn);
         let vm = ctx.kv_block(ctx.v, bi, kh, k0, kn);
-        for qb in kb.max(first_query_block(self.query_from, bi))..len.div_ceil(BQ) {
+        let nb = len.div_ceil(BQ);
+        let from = first_pair(nb, first_query_block(self.query_from, bi), kb);
+        for qb in from..nb {
             let rows = self.load_queries(ws, bi, len, kh, qb);
             self.probs_and_ds(ws, rows, qb, kb, kn, km, vm);
             if !ds.is_empty() {
                 // `ds` is key block kb's own run of blocks.
-                let at = (qb - kb) * ctx.ds_block();
+                let at = (qb - from) * ctx.ds_block();
                 ds[at..at + rows * BK].copy_from_slice(&ws.dp[..rows * BK]);
             }
             let qm = Mat::rows(&ws.q, rows, hd, hd);
@@ -396,7 +422,7 @@ impl Bwd<'_> {
             let k0 = kb * BK;
             let kn = BK.min(len - k0);
             let km = ctx.kv_block(ctx.k, bi, kh, k0, kn);
-            let at = ds_at(nb, kb, qb, ctx.ds_block());
+            let at = ds_at(nb, first_query_block(self.query_from, bi), kb, qb, ctx.ds_block());
             let dsm = Mat::rows(&ds[at..at + rows * BK], rows, kn, BK);
             matmul(MatMut::rows(dq, rows, hd, hd), true, dsm, km, ctx.scale, 1);
         }
@@ -451,7 +477,7 @@ impl Bwd<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attention::{forward_with, AttentionOptions};
+    use crate::attention::{forward_rows, AttentionOptions};
     use crate::Backend;
 
     fn random(shape: &[usize], seed: u64) -> Tensor {
@@ -468,17 +494,28 @@ mod tests {
         Tensor::from_vec(v, shape, &candle_core::Device::Cpu).unwrap()
     }
 
-    /// Keeping dS and recomputing it give the same bits, with GQA, ragged lengths and blocks
-    /// cut short at the end.
+    /// Keeping dS and recomputing it give the same bits, with GQA, ragged lengths, blocks cut
+    /// short at the end and rows whose first query blocks are skipped.
     #[test]
     fn stored_ds_gives_the_recomputed_bits() {
-        for (b, t, nh, nkv, hd, lens) in [(1, 200, 4, 2, 16, None), (2, 150, 9, 3, 8, Some(vec![150, 67])), (1, 64, 2, 2, 8, None)] {
+        let cases = [
+            (1, 200, 4, 2, 16, None, None),
+            (2, 150, 9, 3, 8, Some(vec![150, 67]), None),
+            (1, 64, 2, 2, 8, None, None),
+            (3, 200, 4, 2, 8, Some(vec![200, 150, 67]), Some(vec![130, 0, 67])),
+        ];
+        for (b, t, nh, nkv, hd, lens, from) in cases {
             let q = random(&[b, t, nh, hd], 1);
             let k = random(&[b, t, nkv, hd], 2);
             let v = random(&[b, t, nkv, hd], 3);
-            let go = random(&[b, t, nh, hd], 4);
+            // A zero dO before each row's start, as the rows of a gathered call have.
+            let mut go = random(&[b, t, nh, hd], 4);
+            if let Some(f) = &from {
+                let m: Vec<f32> = f.iter().flat_map(|&s| (0..t).map(move |i| if i < s { 0.0 } else { 1.0 })).collect();
+                go = go.broadcast_mul(&Tensor::from_vec(m, (b, t, 1, 1), &candle_core::Device::Cpu).unwrap()).unwrap();
+            }
             let opts = AttentionOptions { backend: Some(Backend::FusedCpu), ..Default::default() };
-            let (_, saved) = forward_with(&q, &k, &v, 0.3, lens.as_deref(), opts).unwrap();
+            let (_, saved) = forward_rows(&q, &k, &v, 0.3, lens.as_deref(), from.as_deref(), opts).unwrap();
             let d = Dims { b, t, nh, nkv, hd };
             let stored = backward_limited(&saved, &go, d, lens.as_deref(), usize::MAX).unwrap();
             let recomputed = backward_limited(&saved, &go, d, lens.as_deref(), 0).unwrap();
@@ -486,6 +523,24 @@ mod tests {
                 let (a, r) = (a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), r.flatten_all().unwrap().to_vec1::<f32>().unwrap());
                 assert!(a.iter().zip(&r).all(|(x, y)| x.to_bits() == y.to_bits()), "b {b} t {t}: stored dS path differs");
                 assert!(a.iter().any(|x| *x != 0.0));
+            }
+        }
+    }
+
+    /// `ds_at` numbers a region's blocks 0, 1, 2, … in key-block-major order of the pairs the
+    /// key-block pass runs, and `pairs` counts them.
+    #[test]
+    fn ds_offsets_enumerate_the_pairs_in_order() {
+        for nb in 0..7 {
+            for first in 0..9 {
+                let mut next = 0;
+                for kb in 0..nb {
+                    for qb in first_pair(nb, first, kb)..nb {
+                        assert_eq!(ds_at(nb, first, kb, qb, 3), 3 * next, "nb {nb} first {first} pair ({qb}, {kb})");
+                        next += 1;
+                    }
+                }
+                assert_eq!(pairs(nb, first), next, "nb {nb} first {first}");
             }
         }
     }
