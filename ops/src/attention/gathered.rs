@@ -116,11 +116,12 @@ impl RowGather {
         Ok(zeros.index_add(&self.take, &d.reshape((self.n, h * hd))?, 0)?.reshape((self.rows, self.width, h, hd))?)
     }
 
-    /// Adjoint of [`Self::rows_of`]: each slot's gradient added into the token it read.
+    /// Adjoint of [`Self::rows_of`]: each slot's gradient added into the token it read, summed
+    /// in f32 (a prompt token's key and value gradients add up over its group's rows).
     fn add_from_rows(&self, d: &Tensor) -> Result<Tensor> {
         let (_, _, h, hd) = d.dims4()?;
-        let zeros = Tensor::zeros((self.n, h * hd), d.dtype(), d.device())?;
-        let d = d.reshape((self.rows * self.width, h * hd))?;
+        let zeros = Tensor::zeros((self.n, h * hd), DType::F32, d.device())?;
+        let d = d.reshape((self.rows * self.width, h * hd))?.to_dtype(DType::F32)?;
         Ok(zeros.index_add(&self.gather, &d, 0)?.reshape((1, self.n, h, hd))?)
     }
 }
@@ -174,12 +175,9 @@ pub(super) fn backward(saved: &GatheredSaved, grad_o: &Tensor) -> Result<super::
     let grad_rows = rows.scatter_to_rows(&grad_o.to_dtype(saved.o.dtype())?)?;
     let g = super::backward(&inner, &grad_rows)?;
     drop((inner, grad_rows));
-    let f32_or = |t: &Tensor, like: &Tensor| -> Result<Tensor> { Ok(t.to_dtype(like.dtype())?) };
-    Ok(super::AttentionGrads {
-        dq: f32_or(&rows.add_from_rows(&g.dq)?, &saved.q)?,
-        dk: f32_or(&rows.add_from_rows(&g.dk)?, &saved.k)?,
-        dv: f32_or(&rows.add_from_rows(&g.dv)?, &saved.v)?,
-    })
+    // Each gradient in its input's dtype, as the ungathered backward returns them.
+    let packed = |d: &Tensor, like: &Tensor| -> Result<Tensor> { Ok(rows.add_from_rows(d)?.to_dtype(like.dtype())?) };
+    Ok(super::AttentionGrads { dq: packed(&g.dq, &saved.q)?, dk: packed(&g.dk, &saved.k)?, dv: packed(&g.dv, &saved.v)? })
 }
 
 /// f32 zeros of no elements: the placeholder for tensors a gathered call keeps packed.

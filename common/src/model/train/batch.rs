@@ -189,8 +189,10 @@ impl ScoringBatch {
         self.shared.as_ref().map_or(self.b * self.forward_t, SharedPrompts::tokens)
     }
 
-    pub(super) fn shared(&self) -> Option<&SharedPrompts> {
-        self.shared.as_ref()
+    /// The shared-prompt layout the engine runs, if any: none while LoRA dropout is active,
+    /// since every row draws its own masks.
+    pub(super) fn shared_layout(&self, dropout: bool) -> Option<&SharedPrompts> {
+        self.shared.as_ref().filter(|_| !dropout)
     }
 
     pub(super) fn max_id(&self) -> u32 {
@@ -280,5 +282,11 @@ impl SharedPrompts {
     /// Tokens the shared forward runs on.
     pub fn tokens(&self) -> usize {
         self.positions.len()
+    }
+
+    /// Row slots attention runs on (rows × width).
+    pub fn attention_slots(&self) -> usize {
+        let (rows, width) = self.rows.dims();
+        rows * width
     }
 }

@@ -141,8 +141,8 @@ impl Model {
     /// adapter is training with `dropout > 0`): what [`Checkpointing::Auto`] plans with.
     pub fn train_layer_bytes(&self, batch: &ScoringBatch, adapter: Option<&LoraAdapter>) -> LayerBytes {
         let dropout = adapter.is_some_and(|a| a.is_training() && a.config().dropout > 0.0);
-        let (tokens, attention) = match batch.shared().filter(|_| !dropout) {
-            Some(s) => (s.tokens(), s.rows.dims().0 * s.rows.dims().1),
+        let (tokens, attention) = match batch.shared_layout(dropout) {
+            Some(s) => (s.tokens(), s.attention_slots()),
             None => {
                 let n = batch.dims().0 * batch.forward_t();
                 (n, n)

@@ -90,8 +90,7 @@ impl Plan {
             var_shapes = vars.iter().map(|(_, v)| v.dims().to_vec()).collect();
             var_names = vars.into_iter().map(|(n, _)| n).collect();
         }
-        // Rows each draw their own dropout masks, so a prompt shared under dropout runs per row.
-        let shared = batch.shared().filter(|_| dropout.is_none());
+        let shared = batch.shared_layout(dropout.is_some());
         let (b, t, lens, input, forward_index, (cos, sin)) = match shared {
             Some(s) => {
                 let n = s.tokens();
