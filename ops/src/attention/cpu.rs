@@ -477,22 +477,9 @@ impl Bwd<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attention::{forward_rows, AttentionOptions};
+    use crate::attention::{forward_rows, random, AttentionOptions};
     use crate::Backend;
 
-    fn random(shape: &[usize], seed: u64) -> Tensor {
-        let n: usize = shape.iter().product();
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &candle_core::Device::Cpu).unwrap()
-    }
 
     /// Keeping dS and recomputing it give the same bits, with GQA, ragged lengths, blocks cut
     /// short at the end and rows whose first query blocks are skipped.

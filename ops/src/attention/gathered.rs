@@ -87,6 +87,11 @@ impl RowGather {
         (self.rows, self.width)
     }
 
+    /// Row slots attention runs on: rows × width.
+    pub fn slots(&self) -> usize {
+        self.rows * self.width
+    }
+
     /// Packed tokens.
     pub fn tokens(&self) -> usize {
         self.n
@@ -190,22 +195,9 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     use super::*;
-    use crate::attention::{backward, forward_with};
+    use crate::attention::{backward, forward_with, random};
     use crate::Backend;
 
-    fn random(shape: &[usize], seed: u64) -> Tensor {
-        let n: usize = shape.iter().product();
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
 
     fn rows_of_tokens(x: &Tensor, tokens: &[usize]) -> Tensor {
         let idx = Tensor::from_vec(tokens.iter().map(|&i| i as u32).collect::<Vec<_>>(), tokens.len(), &Device::Cpu).unwrap();

@@ -281,3 +281,19 @@ fn check_fused(q: &Tensor) -> Result<()> {
     }
     Ok(())
 }
+
+/// Uniform values in [−1, 1) from a xorshift stream: the attention tests' inputs.
+#[cfg(test)]
+fn random(shape: &[usize], seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect();
+    Tensor::from_vec(v, shape, &candle_core::Device::Cpu).expect("a CPU tensor of its own length")
+}

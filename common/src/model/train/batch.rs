@@ -284,9 +284,4 @@ impl SharedPrompts {
         self.positions.len()
     }
 
-    /// Row slots attention runs on (rows × width).
-    pub fn attention_slots(&self) -> usize {
-        let (rows, width) = self.rows.dims();
-        rows * width
-    }
 }

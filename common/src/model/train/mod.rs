@@ -142,7 +142,7 @@ impl Model {
     pub fn train_layer_bytes(&self, batch: &ScoringBatch, adapter: Option<&LoraAdapter>) -> LayerBytes {
         let dropout = adapter.is_some_and(|a| a.is_training() && a.config().dropout > 0.0);
         let (tokens, attention) = match batch.shared_layout(dropout) {
-            Some(s) => (s.tokens(), s.attention_slots()),
+            Some(s) => (s.tokens(), s.rows.slots()),
             None => {
                 let n = batch.dims().0 * batch.forward_t();
                 (n, n)

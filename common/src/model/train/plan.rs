@@ -149,6 +149,6 @@ impl Plan {
     /// Tokens the forward runs on, and the (row × width) slots attention runs on.
     pub fn tokens(&self) -> (usize, usize) {
         let n = self.b * self.t;
-        (n, self.attention_rows.as_ref().map_or(n, |r| r.dims().0 * r.dims().1))
+        (n, self.attention_rows.as_ref().map_or(n, RowGather::slots))
     }
 }

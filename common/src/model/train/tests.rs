@@ -377,13 +377,15 @@ fn engine_is_bit_deterministic() {
 
 /// Two prompts (one longer than an attention block) with three completions each, interleaved,
 /// one completion empty: the rows sharing a prompt run it once.
-fn shared_rows(vocab: usize, seed: u64) -> Vec<(Vec<u32>, Vec<u32>)> {
+fn shared_batch(vocab: usize, seed: u64) -> ScoringBatch {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (a, b) = (random_ids(&mut rng, 70, vocab), random_ids(&mut rng, 5, vocab));
-    [(&a, 4), (&b, 3), (&a, 1), (&b, 0), (&a, 7), (&b, 6)]
+    let rows: Vec<(Vec<u32>, Vec<u32>)> = [(&a, 4), (&b, 3), (&a, 1), (&b, 0), (&a, 7), (&b, 6)]
         .into_iter()
         .map(|(p, c)| (p.clone(), random_ids(&mut rng, c, vocab)))
-        .collect()
+        .collect();
+    let refs: Vec<(&[u32], &[u32])> = rows.iter().map(|(p, c)| (p.as_slice(), c.as_slice())).collect();
+    ScoringBatch::completions(&refs, &CPU).unwrap()
 }
 
 #[test]
@@ -391,9 +393,7 @@ fn shared_prompts_give_the_log_probs_and_gradients_of_unshared_rows() {
     for cfg in configs() {
         let model = Model::random(cfg.clone(), &CPU, DType::F32, 4).unwrap();
         let a = adapter(&cfg, &LoraTarget::ALL, 0.0, 5);
-        let rows = shared_rows(cfg.vocab_size, 6);
-        let refs: Vec<(&[u32], &[u32])> = rows.iter().map(|(p, c)| (p.as_slice(), c.as_slice())).collect();
-        let shared = ScoringBatch::completions(&refs, &CPU).unwrap();
+        let shared = shared_batch(cfg.vocab_size, 6);
         assert!(shared.shares_prompts());
         // Each prompt once, then the completions' tokens but their last: 70 + 5 + 3 + 0 + 6 + 2 + 5.
         assert_eq!(shared.forward_tokens(), 91);
@@ -423,9 +423,7 @@ fn shared_prompts_under_dropout_run_row_by_row() {
     let cfg = tiny_config(Arch::Qwen3, true);
     let model = Model::random(cfg.clone(), &CPU, DType::F32, 4).unwrap();
     let a = adapter(&cfg, &LoraTarget::ALL, 0.3, 5);
-    let rows = shared_rows(cfg.vocab_size, 8);
-    let refs: Vec<(&[u32], &[u32])> = rows.iter().map(|(p, c)| (p.as_slice(), c.as_slice())).collect();
-    let shared = ScoringBatch::completions(&refs, &CPU).unwrap();
+    let shared = shared_batch(cfg.vocab_size, 8);
     let unshared = shared.clone().unshared();
     assert_eq!(model.train_layer_bytes(&shared, Some(&a)), model.train_layer_bytes(&unshared, Some(&a)));
     let w = weights(&shared, 9);
