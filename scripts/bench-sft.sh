@@ -5,7 +5,7 @@
 #   scripts/bench-sft.sh [--shape smollm2-135m|qwen3-0.6b] [--mode sft|grpo] [--seq N]
 #       [--group-size G] [--prompt-tokens P] [--completion-tokens C] [--rank R] [--steps N]
 #       [--warmup N] [--checkpointing off|on|auto] [--budget-mib M] [--share-prompts on|off]
-#       [--peft-qwen] [--no-peft]
+#       [--peft-qwen] [--no-peft] [--floor]
 #   scripts/bench-sft.sh [SEQ] [RANK] [STEPS]          (the old form: SmolLM2 SFT)
 #
 # Both sides build a random model of the shape (throughput does not depend on the weights), f32,
@@ -14,6 +14,9 @@
 # C tokens after a shared P-token prompt (defaults 6 × (1700 + 300)), loss on completion tokens only;
 # asrl-rs runs that prompt once for the group unless --share-prompts off (PEFT/TRL run it per row).
 # tok/s counts every token through the forward (rows × tokens per row / step seconds).
+# --floor (sft mode): also times the step's dense products alone through the same gemm wrapper
+# (`asrl-tools bench floor`), a floor under our step on this machine; "floor / PEFT" is then the
+# highest ratio an engine on that product kernel could show against this PEFT run.
 # Peak RSS: the whole process (getrusage ru_maxrss); "train peak" is the high-water mark after
 # the model was built (Linux), i.e. weights + training.
 #
@@ -26,7 +29,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 PROFILE=${PROFILE:-release}
 PEFT_QWEN=${PEFT_QWEN:-0}
-RUN_PEFT=1
+RUN_PEFT=1 FLOOR=0
 
 SHAPE=smollm2-135m MODE=sft SEQ=256 RANK=32 STEPS=5 WARMUP=1 GROUP=6 PROMPT=1700 COMPLETION=300
 CKPT=auto BUDGET=4096 SHARE=on
@@ -50,6 +53,7 @@ while [ $# -gt 0 ]; do
     --share-prompts) SHARE=$2; shift 2 ;;
     --peft-qwen) PEFT_QWEN=1; shift ;;
     --no-peft) RUN_PEFT=0; shift ;;
+    --floor) FLOOR=1; shift ;;
     *) echo "bench-sft.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -94,6 +98,15 @@ else
 fi
 [ -n "$why" ] && echo "peft: skipped ($why)"
 
+floor_tps=""
+if [ "$FLOOR" = 1 ] && [ "$MODE" != sft ]; then
+  echo "floor: skipped (it times the SFT step's products; --mode $MODE)"
+elif [ "$FLOOR" = 1 ]; then
+  floor=$("$BIN" bench floor --shape "$SHAPE" --seq "$SEQ" --rank "$RANK" --steps "$STEPS" --warmup "$WARMUP")
+  echo "$floor"
+  floor_tps=$(field "$floor" floor_tokens_per_second)
+fi
+
 ratio() { "$PYTHON" -c "import sys
 try: print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')
 except ValueError: print('n/a')" "$1" "$2"; }
@@ -102,4 +115,8 @@ echo "| side | checkpointing | tok/s | tok/s ratio (ours / PEFT) | peak RSS MiB 
 echo "|---|---|---|---|---|---|"
 echo "| asrl-rs | $CKPT (budget $BUDGET MiB) | $ours_tps | $(ratio "$ours_tps" "$peft_tps") | $ours_peak | $ours_train |"
 echo "| PEFT | $PEFT_CKPT | $peft_tps | | $peft_peak | $peft_train |"
+if [ -n "$floor_tps" ]; then
+  echo "| dense products alone (floor) | - | $floor_tps | $(ratio "$floor_tps" "$peft_tps") | | |"
+fi
 echo "ratio_candle_over_peft=$(ratio "$ours_tps" "$peft_tps")"
+[ -z "$floor_tps" ] || echo "ratio_floor_over_peft=$(ratio "$floor_tps" "$peft_tps")"

@@ -29,6 +29,9 @@ pub mod swiglu;
 pub use error::OpError;
 /// The CPU dot product every kernel here uses (8 lanes, tree-like accuracy), for the decode kernels.
 pub use cpu::{dot, has_avx2_fma};
+/// The bounds-checked `gemm` wrapper every fused kernel's dense products go through, for the
+/// product-floor benchmark (`asrl-tools bench floor`).
+pub use cpu::{matmul, Mat, MatMut};
 
 /// Which implementation an op runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,7 @@ fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> Option<usize> {
 
 /// A read-only (rows × cols) view of a slice: element (i, j) is `data[i·rs + j·cs]`.
 #[derive(Clone, Copy)]
-pub(crate) struct Mat<'a> {
+pub struct Mat<'a> {
     data: &'a [f32],
     rows: usize,
     cols: usize,
@@ -25,7 +25,7 @@ pub(crate) struct Mat<'a> {
 
 impl<'a> Mat<'a> {
     /// Panics if the view reaches past `data`.
-    pub(crate) fn new(data: &'a [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
+    pub fn new(data: &'a [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
         let end = extent(rows, cols, rs, cs);
         assert!(
             end.is_some_and(|e| e <= data.len()),
@@ -37,18 +37,18 @@ impl<'a> Mat<'a> {
 
     /// Row-major (rows × cols) starting at `data[0]`, rows `stride` apart (a column block of a
     /// wider matrix when `stride > cols`).
-    pub(crate) fn rows(data: &'a [f32], rows: usize, cols: usize, stride: usize) -> Self {
+    pub fn rows(data: &'a [f32], rows: usize, cols: usize, stride: usize) -> Self {
         Self::new(data, rows, cols, stride, 1)
     }
 
     /// The transpose (no copy).
-    pub(crate) fn t(self) -> Self {
+    pub fn t(self) -> Self {
         Mat { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
     }
 }
 
 /// A writable row-major (rows × cols) view of a slice, rows `stride` apart.
-pub(crate) struct MatMut<'a> {
+pub struct MatMut<'a> {
     data: &'a mut [f32],
     rows: usize,
     cols: usize,
@@ -58,7 +58,7 @@ pub(crate) struct MatMut<'a> {
 impl<'a> MatMut<'a> {
     /// Panics if the view reaches past `data` or its rows overlap (`stride < cols`), which
     /// would let gemm's threads write one element twice.
-    pub(crate) fn rows(data: &'a mut [f32], rows: usize, cols: usize, stride: usize) -> Self {
+    pub fn rows(data: &'a mut [f32], rows: usize, cols: usize, stride: usize) -> Self {
         let end = extent(rows, cols, stride, 1);
         assert!(
             end.is_some_and(|e| e <= data.len()) && (rows <= 1 || stride >= cols),
@@ -71,7 +71,7 @@ impl<'a> MatMut<'a> {
 
 /// `dst = (accumulate ? dst : 0) + scale · a·b`, on `threads` rayon threads (1 inside rayon
 /// tasks: single-threaded).
-pub(crate) fn matmul(dst: MatMut, accumulate: bool, a: Mat, b: Mat, scale: f32, threads: usize) {
+pub fn matmul(dst: MatMut, accumulate: bool, a: Mat, b: Mat, scale: f32, threads: usize) {
     assert!(
         a.cols == b.rows && dst.rows == a.rows && dst.cols == b.cols,
         "matmul shapes: ({} × {}) · ({} × {}) into ({} × {})",

@@ -36,7 +36,7 @@ mod matmul;
 mod simd;
 mod slice;
 
-pub(crate) use matmul::{matmul, Mat, MatMut};
+pub use matmul::{matmul, Mat, MatMut};
 pub use simd::{dot, has_avx2_fma};
 pub(crate) use simd::{exp_affine_sum, max, sigmoid_lane};
 pub(crate) use slice::{tensor, CpuF32};

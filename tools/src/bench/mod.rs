@@ -2,6 +2,7 @@
 
 pub mod adapter_push;
 pub mod decode;
+pub mod floor;
 pub mod generate;
 pub mod memory;
 pub mod sft;
@@ -13,6 +14,8 @@ use clap::Subcommand;
 pub enum BenchCommand {
     /// LoRA training throughput and peak RSS, SFT or GRPO steps (scripts/bench-sft.sh).
     Sft(sft::SftArgs),
+    /// The dense products of one LoRA SFT step alone: the floor under its time on this machine.
+    Floor(floor::FloorArgs),
     /// KV-cached group sampling throughput (scripts/bench-generate.sh).
     Generate(generate::GenerateArgs),
     /// Batched decode steps alone, `--rows` sequences at a time (no sampling).
@@ -24,6 +27,7 @@ pub enum BenchCommand {
 pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Sft(args) => sft::run(args),
+        BenchCommand::Floor(args) => floor::run(&args),
         BenchCommand::Generate(args) => generate::run(&args),
         BenchCommand::Decode(args) => decode::run(&args),
         BenchCommand::AdapterPush(args) => adapter_push::run(&args),
