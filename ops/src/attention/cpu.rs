@@ -480,7 +480,6 @@ mod tests {
     use crate::attention::{forward_rows, random, AttentionOptions};
     use crate::Backend;
 
-
     /// Keeping dS and recomputing it give the same bits, with GQA, ragged lengths, blocks cut
     /// short at the end and rows whose first query blocks are skipped.
     #[test]

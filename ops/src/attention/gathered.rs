@@ -198,7 +198,6 @@ mod tests {
     use crate::attention::{backward, forward_with, random};
     use crate::Backend;
 
-
     fn rows_of_tokens(x: &Tensor, tokens: &[usize]) -> Tensor {
         let idx = Tensor::from_vec(tokens.iter().map(|&i| i as u32).collect::<Vec<_>>(), tokens.len(), &Device::Cpu).unwrap();
         x.index_select(&idx, 1).unwrap()

@@ -283,5 +283,4 @@ impl SharedPrompts {
     pub fn tokens(&self) -> usize {
         self.positions.len()
     }
-
 }
