@@ -15,7 +15,9 @@
 use std::time::Instant;
 
 use asrl_common::config::LoraConfig;
-use asrl_common::model::{token_logprobs, Checkpointing, LoraAdapter, Model, ModelConfig, ScoringBatch, TrainOptions};
+use asrl_common::model::{
+    token_logprobs, Checkpointing, LoraAdapter, Model, ModelConfig, ScoringBatch, TrainOptions, WeightPacking,
+};
 use candle_core::{DType, Device, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -80,7 +82,9 @@ fn engine_vs_composite_forward_backward() {
     );
 
     let engine = |ckpt: Checkpointing| {
-        let opts = TrainOptions { temperature: 1.0, checkpointing: ckpt };
+        // Unpacked weights: the figures are the tape's and the passes' memory, not the packed
+        // copies' (`engine.weight_packing`, a fixed +2× the projections when on).
+        let opts = TrainOptions { temperature: 1.0, checkpointing: ckpt, weight_packing: WeightPacking::Off };
         let (lp, tape) = model.train_forward(&batch, &adapter, &opts).unwrap();
         let lp_var = Var::from_tensor(&lp).unwrap();
         let loss = (lp_var.as_tensor() * batch.mask()).unwrap().sum_all().unwrap().neg().unwrap();

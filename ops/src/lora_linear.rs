@@ -35,11 +35,13 @@
 //! kept next to x.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
-use crate::cpu::{matmul, rows_per_task, tensor, CpuF32, Mat, MatMut};
+use crate::cpu::{matmul, matmul_packed, rows_per_task, tensor, CpuF32, Mat, MatMut};
+pub use crate::cpu::PackedProjection;
 use crate::{Backend, OpError, Result};
 
 const OP: &str = "lora_linear";
@@ -72,6 +74,8 @@ pub struct LoraLinear {
     offsets: Vec<(usize, usize, usize)>,
     /// Σ rᵢ.
     rank_sum: usize,
+    /// W packed for the CPU product kernel ([`LoraLinear::with_packed`]).
+    packed: Option<Arc<PackedProjection>>,
 }
 
 /// What [`backward`] reads.
@@ -140,7 +144,20 @@ impl LoraLinear {
             off += p.out;
             roff += r;
         }
-        Ok(LoraLinear { w, parts, offsets, rank_sum: roff })
+        Ok(LoraLinear { w, parts, offsets, rank_sum: roff, packed: None })
+    }
+
+    /// The fused CPU path's products with W (`x·Wᵀ`, `dy·W`) then read `packed`, W packed
+    /// once for the product kernel, instead of packing W at every call; same results. The
+    /// composite path ignores it. `packed` must be W's (same dims; the caller keeps it in step
+    /// with W).
+    pub fn with_packed(mut self, packed: Arc<PackedProjection>) -> Result<Self> {
+        let dims = self.w.dims2()?;
+        if packed.dims() != dims {
+            return Err(OpError::shape(OP, format!("packed weight is {:?}, W is {dims:?}", packed.dims())));
+        }
+        self.packed = Some(packed);
+        Ok(self)
     }
 
     pub fn w(&self) -> &Tensor {
@@ -315,8 +332,11 @@ impl LoraLinear {
             }
             None => vec![0f32; n * o],
         };
-        let (xm, wt) = (Mat::rows(xv, n, inp, inp), Mat::rows(wv, o, inp, inp).t());
-        matmul(MatMut::rows(&mut y, n, o, o), residual.is_some(), xm, wt, 1.0, threads);
+        let xm = Mat::rows(xv, n, inp, inp);
+        match &self.packed {
+            Some(p) => matmul_packed(MatMut::rows(&mut y, n, o, o), residual.is_some(), xm, &p.forward, threads),
+            None => matmul(MatMut::rows(&mut y, n, o, o), residual.is_some(), xm, Mat::rows(wv, o, inp, inp).t(), 1.0, threads),
+        }
         let xa = if self.has_lora() {
             let mask = mask.map(|m| m.contiguous()).transpose()?;
             let ms = mask.as_ref().map(|m| CpuF32::new(m, OP, "dropout mask")).transpose()?;
@@ -400,9 +420,12 @@ fn fused_backward(saved: &LoraLinearSaved, dy: &Tensor, need_dx: bool) -> Result
     let dyv = dys.as_slice();
     let threads = candle_core::utils::get_num_threads();
     let mut dx = if need_dx {
-        let ws = CpuF32::new(&w, OP, "W")?;
         let mut dx = vec![0f32; n * inp];
-        matmul(MatMut::rows(&mut dx, n, inp, inp), false, Mat::rows(dyv, n, o, o), Mat::rows(ws.as_slice(), o, inp, inp), 1.0, threads);
+        let (dst, dym) = (MatMut::rows(&mut dx, n, inp, inp), Mat::rows(dyv, n, o, o));
+        match &layer.packed {
+            Some(p) => matmul_packed(dst, false, dym, &p.backward, threads),
+            None => matmul(dst, false, dym, Mat::rows(CpuF32::new(&w, OP, "W")?.as_slice(), o, inp, inp), 1.0, threads),
+        }
         Some(dx)
     } else {
         None

@@ -2,7 +2,9 @@
 
 mod support;
 
-use asrl_ops::lora_linear::{self, LinearPart, Lora, LoraLinear};
+use std::sync::Arc;
+
+use asrl_ops::lora_linear::{self, LinearPart, Lora, LoraLinear, PackedProjection};
 use asrl_ops::Backend;
 use candle_core::{DType, Tensor, Var};
 use rand::Rng;
@@ -85,9 +87,16 @@ fn check(specs: &[PartSpec], n: usize, inp: usize, dropout: Option<f32>, seed: u
         Tensor::from_vec(keep, (n, inp), x.device()).unwrap()
     });
     let (y_ref, dx_ref, pairs_ref) = reference_grads(&case, &x, mask.as_ref(), &dy);
-    let layer = case.layer(DType::F32);
-    for backend in [Backend::FusedCpu, Backend::Composite] {
-        let tag = |what: &str| format!("{backend:?} {what}, parts {:?}, dropout {dropout:?}", specs.iter().map(|s| (s.out, s.rank)).collect::<Vec<_>>());
+    let unpacked = case.layer(DType::F32);
+    // W packed once for the product kernel (where this CPU runs it): the fused path's products
+    // with W read it instead of packing W per call.
+    let packed = PackedProjection::pack(&case.w.flatten_all().unwrap().to_vec1::<f32>().unwrap(), total, inp)
+        .map(|p| case.layer(DType::F32).with_packed(Arc::new(p)).unwrap());
+    let runs = [(Backend::FusedCpu, Some(&unpacked)), (Backend::FusedCpu, packed.as_ref()), (Backend::Composite, Some(&unpacked))];
+    for (backend, layer, packed) in runs.into_iter().enumerate().filter_map(|(k, (b, l))| Some((b, l?, k == 1))) {
+        let kind = if packed { " packed" } else { "" };
+        let sizes: Vec<_> = specs.iter().map(|s| (s.out, s.rank)).collect();
+        let tag = |what: &str| format!("{backend:?}{kind} {what}, parts {sizes:?}, dropout {dropout:?}");
         let (y, saved) = layer.forward_on(backend, &x, mask.as_ref()).unwrap();
         assert_close(&y, &y_ref, 1e-4, &tag("forward"));
         let residual = uniform(&mut r, &[n, total], 1.0);
@@ -185,7 +194,11 @@ fn bad_shapes_are_refused_with_what_is_wrong() {
     let lora = Lora { a: uniform(&mut r, &[2, 5], 1.0), b: uniform(&mut r, &[10, 2], 1.0), scale: 1.0 };
     let err = LoraLinear::new(w.clone(), vec![LinearPart { out: 10, lora: Some(lora) }]).unwrap_err();
     assert!(err.to_string().contains("part 0") && err.to_string().contains("A [2, 5]"), "{err}");
-    let layer = LoraLinear::new(w, vec![LinearPart { out: 10, lora: None }]).unwrap();
+    let layer = LoraLinear::new(w.clone(), vec![LinearPart { out: 10, lora: None }]).unwrap();
+    if let Some(p) = PackedProjection::pack(&[0.0; 9 * 6], 9, 6) {
+        let err = layer.clone().with_packed(Arc::new(p)).unwrap_err();
+        assert!(err.to_string().contains("packed weight is (9, 6), W is (10, 6)"), "{err}");
+    }
     let (_, saved) = layer.forward(&uniform(&mut r, &[3, 6], 1.0), None).unwrap();
     let err = lora_linear::backward(&saved, &uniform(&mut r, &[3, 9], 1.0), true).unwrap_err();
     assert!(err.to_string().contains("dy must be (3, 10)"), "{err}");

@@ -37,7 +37,7 @@ pub use logprobs::token_logprobs;
 pub use lora::{peft_key, LoraAdapter};
 pub use peft::{lora_config_from_peft, peft_config_json, ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 pub use random::random_tensors;
-pub use train::{Checkpointing, LayerBytes, LoraGrads, ScoringBatch, Tape, TrainOptions};
+pub use train::{packed_weight_bytes, Checkpointing, LayerBytes, LoraGrads, ScoringBatch, Tape, TrainOptions, WeightPacking};
 pub use transformer::{expected_tensor_shapes, Model};
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor, D};
 
 use super::dropout::DropoutMasks;
+use super::train::PackedCache;
 use super::weights::{stack_members, Layer, Stack};
 use super::{Arch, KvCache, LoraAdapter, ModelConfig, ModelError};
 use crate::config::LoraTarget;
@@ -22,6 +23,8 @@ pub struct Model {
     pub(super) layers: Vec<Layer>,
     pub(super) norm: Tensor,
     pub(super) lm_head: Tensor,
+    /// The projections packed for the CPU training kernel, when the engine made them.
+    pub(super) packed: PackedCache,
 }
 
 impl std::fmt::Debug for Model {
@@ -173,7 +176,7 @@ impl Model {
             extra.sort();
             tracing::debug!(?extra, "{origin}: ignoring tensors the decoder does not use");
         }
-        Ok(Model { cfg, device: device.clone(), dtype, embed, layers, norm, lm_head })
+        Ok(Model { cfg, device: device.clone(), dtype, embed, layers, norm, lm_head, packed: PackedCache::default() })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -254,6 +257,8 @@ impl Model {
     pub fn merge(&self, adapter: &LoraAdapter) -> Result<Model, ModelError> {
         adapter.check_fits(&self.cfg)?;
         let mut merged = self.clone();
+        // Its weights change below: the packed copies of these ones are not its.
+        merged.packed = PackedCache::default();
         for (i, layer) in merged.layers.iter_mut().enumerate() {
             for s in [Stack::Qkv, Stack::O, Stack::GateUp, Stack::Down] {
                 let mut parts = Vec::new();

@@ -44,7 +44,8 @@ impl EpochLoop {
         tracing::info!(parameters = adapter.num_parameters(), r = cfg.lora.r, "LoRA adapter");
         let base_name = cfg.model.path.display().to_string();
         let policy = LoraPolicy::new(loaded.model, adapter, base_name.clone()).with_checkpointing(cfg.engine.checkpointing())
-            .with_prompt_sharing(cfg.engine.share_prompts);
+            .with_prompt_sharing(cfg.engine.share_prompts)
+            .with_weight_packing(cfg.engine.weight_packing);
         let log = TrainerLog::to_file(&layout.trainer_log())?;
         let mut trainer = Trainer::new(
             policy,

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor, Var};
 
-use asrl_common::model::{Checkpointing, LoraAdapter, Model, ScoringBatch, Tape, TrainOptions};
+use asrl_common::model::{Checkpointing, LoraAdapter, Model, ScoringBatch, Tape, TrainOptions, WeightPacking};
 
 use super::policy::{assign_by_name, Backward, Policy};
 use super::TrainError;
@@ -19,6 +19,7 @@ pub struct LoraPolicy {
     base_name: String,
     checkpointing: Checkpointing,
     share_prompts: bool,
+    weight_packing: WeightPacking,
 }
 
 impl LoraPolicy {
@@ -26,7 +27,14 @@ impl LoraPolicy {
     /// checkpointing is off until [`LoraPolicy::with_checkpointing`].
     pub fn new(model: Model, mut adapter: LoraAdapter, base_name: impl Into<String>) -> Self {
         adapter.set_training(true);
-        Self { model, adapter, base_name: base_name.into(), checkpointing: Checkpointing::Off, share_prompts: true }
+        Self {
+            model,
+            adapter,
+            base_name: base_name.into(),
+            checkpointing: Checkpointing::Off,
+            share_prompts: true,
+            weight_packing: WeightPacking::default(),
+        }
     }
 
     /// Which layers of a training forward keep their activations (`[engine]` in the config).
@@ -38,6 +46,13 @@ impl LoraPolicy {
     /// Whether completions sharing a prompt run it once (`engine.share_prompts`; default on).
     pub fn with_prompt_sharing(mut self, share: bool) -> Self {
         self.share_prompts = share;
+        self
+    }
+
+    /// Whether training runs the frozen projections from packed copies (`engine.weight_packing`;
+    /// default `auto`).
+    pub fn with_weight_packing(mut self, packing: WeightPacking) -> Self {
+        self.weight_packing = packing;
         self
     }
 
@@ -77,7 +92,7 @@ impl Policy for LoraPolicy {
         batch: &ScoringBatch,
         temperature: f64,
     ) -> Result<(Tensor, Box<dyn Backward + '_>), TrainError> {
-        let opts = TrainOptions { temperature, checkpointing: self.checkpointing };
+        let opts = TrainOptions { temperature, checkpointing: self.checkpointing, weight_packing: self.weight_packing };
         let (logprobs, tape) = self.model.train_forward(&self.layout(batch), &self.adapter, &opts)?;
         Ok((logprobs, Box::new(EngineBackward(tape))))
     }

@@ -45,6 +45,22 @@ impl<'a> Mat<'a> {
     pub fn t(self) -> Self {
         Mat { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
     }
+
+    /// (rows, cols).
+    pub fn dims(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// Element (i, j); panics outside the view.
+    pub(super) fn at(&self, i: usize, j: usize) -> f32 {
+        assert!(i < self.rows && j < self.cols, "({i}, {j}) outside a ({} × {}) view", self.rows, self.cols);
+        self.data[i * self.rs + j * self.cs]
+    }
+
+    /// The slice, row stride and column stride: what `packed` hands the microkernel.
+    pub(super) fn raw(&self) -> (&'a [f32], usize, usize) {
+        (self.data, self.rs, self.cs)
+    }
 }
 
 /// A writable row-major (rows × cols) view of a slice, rows `stride` apart.
@@ -66,6 +82,16 @@ impl<'a> MatMut<'a> {
             data.len()
         );
         MatMut { data, rows, cols, rs: stride }
+    }
+
+    /// (rows, cols).
+    pub fn dims(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// The slice and row stride: what `packed` hands the microkernel.
+    pub(super) fn raw(&mut self) -> (&mut [f32], usize) {
+        (self.data, self.rs)
     }
 }
 

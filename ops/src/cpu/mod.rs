@@ -33,10 +33,12 @@ macro_rules! avx2_dispatch {
 }
 
 mod matmul;
+mod packed;
 mod simd;
 mod slice;
 
 pub use matmul::{matmul, Mat, MatMut};
+pub use packed::{matmul_packed, PackedProjection};
 pub use simd::{dot, has_avx2_fma};
 pub(crate) use simd::{exp_affine_sum, max, sigmoid_lane};
 pub(crate) use slice::{tensor, CpuF32};

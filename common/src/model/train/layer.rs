@@ -80,7 +80,10 @@ fn proj_forward(
         }
     } else {
         let parts = members.iter().map(|&t| LinearPart { out: proj_rows(cfg, t).2, lora: plan.lora(i, t).cloned() }).collect();
-        let op = LoraLinear::new(layer.stacked(stack).clone(), parts)?;
+        let mut op = LoraLinear::new(layer.stacked(stack).clone(), parts)?;
+        if let Some(p) = plan.packed(i, stack) {
+            op = op.with_packed(p)?;
+        }
         // One call, so at most one adapted part when dropout is on (o, down).
         let mask = match members.iter().find(|&&t| plan.lora(i, t).is_some()) {
             Some(&t) => plan.mask(i, t, x)?,

@@ -30,6 +30,7 @@
 mod batch;
 mod checkpoint;
 mod layer;
+mod packing;
 mod plan;
 mod tape;
 
@@ -37,6 +38,8 @@ use candle_core::Tensor;
 
 pub use batch::ScoringBatch;
 pub use checkpoint::{Checkpointing, LayerBytes};
+pub(crate) use packing::PackedCache;
+pub use packing::{packed_weight_bytes, WeightPacking};
 pub use tape::{LoraGrads, Tape};
 
 use super::{LoraAdapter, Model, ModelError};
@@ -49,11 +52,13 @@ pub struct TrainOptions {
     /// Log-probs under softmax(logits / temperature); 0 means greedy and is scored at 1.
     pub temperature: f64,
     pub checkpointing: Checkpointing,
+    /// Whether the frozen projections run from packed copies (CPU; see [`WeightPacking`]).
+    pub weight_packing: WeightPacking,
 }
 
 impl Default for TrainOptions {
     fn default() -> Self {
-        TrainOptions { temperature: 1.0, checkpointing: Checkpointing::Off }
+        TrainOptions { temperature: 1.0, checkpointing: Checkpointing::Off, weight_packing: WeightPacking::Auto }
     }
 }
 
@@ -77,12 +82,14 @@ impl Model {
         opts: &TrainOptions,
     ) -> Result<(Tensor, Tape), ModelError> {
         let dropout = adapter.next_dropout();
-        let plan = Plan::new(self, batch, Some(adapter), dropout, opts.temperature)?;
+        let mut plan = Plan::new(self, batch, Some(adapter), dropout, opts.temperature)?;
         let layers = self.cfg.num_hidden_layers;
         let (tokens, attention_slots) = plan.tokens();
         let lora = Some((adapter.config(), plan.dropout.is_some()));
         let bytes = LayerBytes::estimate_with_rows(&self.cfg, self.dtype, lora, tokens, attention_slots);
-        let keep_from = layers - opts.checkpointing.saved_layers(layers, bytes);
+        let saved_layers = opts.checkpointing.saved_layers(layers, bytes);
+        let keep_from = layers - saved_layers;
+        plan.packed = self.packed_for_training(opts.weight_packing, opts.checkpointing, saved_layers, bytes.saved)?;
         let mut tape = Vec::with_capacity(layers);
         let mut head = None;
         let lp = if batch.num_scored() == 0 {
@@ -126,7 +133,9 @@ impl Model {
         adapter: Option<&LoraAdapter>,
         temperature: f64,
     ) -> Result<Tensor, ModelError> {
-        let plan = Plan::new(self, batch, adapter, None, temperature)?;
+        let mut plan = Plan::new(self, batch, adapter, None, temperature)?;
+        // Scoring keeps nothing: it uses the copies training made, and makes none.
+        plan.packed = self.packed.get();
         if batch.num_scored() == 0 {
             return batch.scatter(&Tensor::zeros(0, candle_core::DType::F32, &self.device)?);
         }

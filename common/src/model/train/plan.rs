@@ -3,15 +3,18 @@
 //! and the RoPE tables.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use asrl_ops::attention::RowGather;
-use asrl_ops::lora_linear::Lora;
+use asrl_ops::lora_linear::{Lora, PackedProjection};
 use asrl_ops::rope::RopeTables;
 use candle_core::Tensor;
 
 use super::batch::ScoringBatch;
+use super::packing::{stack_index, PackedLayers};
 use crate::config::LoraTarget;
 use crate::model::dropout::DropoutMasks;
+use crate::model::weights::Stack;
 use crate::model::{peft_key, LoraAdapter, Model, ModelError};
 
 /// One adapted projection: its op-side pair and the indices of A and B in
@@ -44,6 +47,8 @@ pub(super) struct Plan {
     pub forward_index: Tensor,
     pub targets: Tensor,
     pub temperature: f64,
+    /// The frozen projections packed for the CPU kernel, when this pass uses them.
+    pub packed: Option<Arc<PackedLayers>>,
 }
 
 impl Plan {
@@ -118,7 +123,13 @@ impl Plan {
             targets: batch.targets().clone(),
             // T = 0 (greedy sampling) is scored at T = 1, like the sampler's log-probs.
             temperature: if temperature == 0.0 { 1.0 } else { temperature },
+            packed: None,
         })
+    }
+
+    /// Layer `layer`'s stacked projection `s` packed for the CPU kernel, when this pass uses them.
+    pub fn packed(&self, layer: usize, s: Stack) -> Option<Arc<PackedProjection>> {
+        self.packed.as_ref().map(|p| p[layer][stack_index(s)].clone())
     }
 
     pub fn lora(&self, layer: usize, t: LoraTarget) -> Option<&Lora> {

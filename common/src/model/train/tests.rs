@@ -129,7 +129,7 @@ fn engine_matches_autograd_on_random_models() {
         let w = weights(&batch, 2);
         for temp in [1.0, 0.7] {
             let want = composite(&model, &batch, Some(&a), temp, &w);
-            let opts = TrainOptions { temperature: temp, checkpointing: Checkpointing::Off };
+            let opts = TrainOptions { temperature: temp, checkpointing: Checkpointing::Off, ..Default::default() };
             let got = drop_t(engine(&model, &batch, &a, opts, &w));
             assert_close(&format!("{:?} head_dim {} T {temp}", cfg.arch, cfg.head_dim), &got, &want, &names(&a), 1e-4);
             // The comparison means something: every A and B gets a non-zero gradient.
@@ -402,7 +402,7 @@ fn shared_prompts_give_the_log_probs_and_gradients_of_unshared_rows() {
         let w = weights(&shared, 7);
         let want = composite(&model, &shared, Some(&a), 0.7, &w);
         for ckpt in [Checkpointing::Off, Checkpointing::On] {
-            let opts = TrainOptions { temperature: 0.7, checkpointing: ckpt };
+            let opts = TrainOptions { temperature: 0.7, checkpointing: ckpt, ..Default::default() };
             let got = drop_t(engine(&model, &shared, &a, opts, &w));
             assert_close(&format!("{:?} shared, {ckpt:?}", cfg.arch), &got, &want, &names(&a), 1e-4);
             let rows_alone = drop_t(engine(&model, &unshared, &a, opts, &w));
@@ -433,4 +433,29 @@ fn shared_prompts_under_dropout_run_row_by_row() {
         runs.push(drop_t(engine(&model, batch, &a, TrainOptions::default(), &w)));
     }
     assert_close("dropout", &runs[0], &runs[1], &names(&a), 0.0);
+}
+
+#[test]
+fn packed_weights_give_the_unpacked_log_probs_and_gradients() {
+    for cfg in configs() {
+        let model = Model::random(cfg.clone(), &CPU, DType::F32, 3).unwrap();
+        let a = adapter(&cfg, &LoraTarget::ALL, 0.0, 5);
+        let batch = sft_batch(cfg.vocab_size, 1);
+        let w = weights(&batch, 2);
+        let with = |packing| TrainOptions { temperature: 0.7, weight_packing: packing, ..Default::default() };
+        let off = engine(&model, &batch, &a, with(WeightPacking::Off), &w);
+        assert_eq!(model.packed_weight_bytes_held(), 0);
+        let on = engine(&model, &batch, &a, with(WeightPacking::On), &w);
+        if model.packed_weight_bytes_held() == 0 {
+            return; // no product kernel on this CPU: nothing to compare
+        }
+        // The same products summed in the same order: equal up to rounding.
+        assert!(rel_diff(&on.0, &off.0) <= 1e-6, "{:?}: log-probs", cfg.arch);
+        for ((g, o), n) in on.1.iter().zip(&off.1).zip(names(&a)) {
+            assert!(rel_diff(g, o) <= 1e-6, "{:?}: gradient of {n}", cfg.arch);
+        }
+        // Scoring reads the copies training made.
+        let scored = model.score_logprobs(&batch, Some(&a), 0.7).unwrap();
+        assert!(rel_diff(&scored, &on.0) <= 1e-6, "{:?}: scored log-probs", cfg.arch);
+    }
 }

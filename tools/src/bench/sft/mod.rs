@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use asrl_common::cli::ModelArgs;
 use asrl_common::config::{ActivationCheckpointing, EngineConfig, LoraConfig, TrainConfig};
-use asrl_common::model::{load, LayerBytes, LoraAdapter, Model};
+use asrl_common::model::{load, LayerBytes, LoraAdapter, Model, WeightPacking};
 use asrl_learner::training::{LoraPolicy, Policy, Trainer, TrainerLog};
 
 use super::{memory, BenchShape};
@@ -95,6 +95,9 @@ pub struct SftArgs {
     /// tok/s still counts every row's prompt, as a trainer without sharing runs them.
     #[arg(long, value_enum, default_value = "on")]
     pub share_prompts: OnOff,
+    /// Frozen projections packed once for the CPU product kernel (`[engine] weight_packing`).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub weight_packing: WeightPacking,
 }
 
 /// A boolean flag's value.
@@ -119,6 +122,8 @@ pub struct SftReport {
     /// Layers whose activations the engine keeps under `--checkpointing` (the rest replay).
     pub saved_layers: usize,
     pub layer_bytes: LayerBytes,
+    /// Packed copies of the frozen projections held after the steps (`--weight-packing`), MiB.
+    pub packed_weight_mib: f64,
     pub step_seconds: f64,
     /// One scoring forward (no gradients) of the same batch.
     pub forward_seconds: f64,
@@ -159,6 +164,7 @@ pub fn run(args: SftArgs) -> anyhow::Result<()> {
         r.layer_bytes.saved as f64 / (1 << 20) as f64,
         r.layer_bytes.checkpointed as f64 / (1 << 20) as f64
     );
+    println!("weight_packing={} packed_weight_mib={:.0}", format!("{:?}", args.weight_packing).to_lowercase(), r.packed_weight_mib);
     if let Some(kl) = r.first_behaviour_kl {
         println!("first_step_behaviour_kl={kl:.2e}");
     }
@@ -201,11 +207,13 @@ pub fn measure(args: &SftArgs) -> anyhow::Result<SftReport> {
         activation_checkpointing: args.checkpointing.to_config(),
         activation_budget_mib: args.budget_mib,
         share_prompts: args.share_prompts == OnOff::On,
+        weight_packing: args.weight_packing,
     };
     let checkpointing = engine.checkpointing();
     let policy = LoraPolicy::new(model, adapter, source.clone())
         .with_checkpointing(checkpointing)
-        .with_prompt_sharing(engine.share_prompts);
+        .with_prompt_sharing(engine.share_prompts)
+        .with_weight_packing(engine.weight_packing);
     let workload = Workload::new(args, cfg.vocab_size)?;
 
     let mut tc = TrainConfig::default();
@@ -252,6 +260,7 @@ pub fn measure(args: &SftArgs) -> anyhow::Result<SftReport> {
         num_layers: cfg.num_hidden_layers,
         saved_layers: checkpointing.saved_layers(cfg.num_hidden_layers, layer_bytes),
         layer_bytes,
+        packed_weight_mib: trainer.policy().model().packed_weight_bytes_held() as f64 / (1 << 20) as f64,
         step_seconds,
         forward_seconds,
         tokens_per_second: (rows * tokens_per_row) as f64 / step_seconds,
