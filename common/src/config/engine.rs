@@ -39,7 +39,8 @@ pub struct EngineConfig {
     /// (two more copies, +810 MiB at SmolLM2-135M, +3.3 GiB at Qwen3-0.6B) instead of at every
     /// product (~5 % of a short-sequence step). `auto`: while memory is not short (checkpointing
     /// `off`, or `auto` with every layer's activations and the copies within
-    /// `activation_budget_mib`; dropped again when a batch needs the memory); `on`; `off`.
+    /// `activation_budget_mib`, until the first batch that does not fit drops them for good); `on`;
+    /// `off`.
     /// Default `auto`.
     pub weight_packing: WeightPacking,
 }

@@ -51,12 +51,6 @@ impl<'a> Mat<'a> {
         (self.rows, self.cols)
     }
 
-    /// Element (i, j); panics outside the view.
-    pub(super) fn at(&self, i: usize, j: usize) -> f32 {
-        assert!(i < self.rows && j < self.cols, "({i}, {j}) outside a ({} × {}) view", self.rows, self.cols);
-        self.data[i * self.rs + j * self.cs]
-    }
-
     /// The slice, row stride and column stride: what `packed` hands the microkernel.
     pub(super) fn raw(&self) -> (&'a [f32], usize, usize) {
         (self.data, self.rs, self.cs)

@@ -69,12 +69,20 @@ impl PackedWeight {
             }
             d0 += kb;
         }
+        let (src, rs, cs) = m.raw();
         pieces.into_par_iter().for_each(|(d0, p, piece)| {
-            for (d, lane) in piece.chunks_exact_mut(MR).enumerate() {
-                for (r, v) in lane.iter_mut().enumerate() {
-                    let row = p * MR + r;
-                    if row < rows {
-                        *v = m.at(row, d0 + d);
+            let live = MR.min(rows - p * MR);
+            if rs == 1 {
+                // M's columns are contiguous (M = Wᵀ of a row-major W): 16-float runs.
+                for (d, lane) in piece.chunks_exact_mut(MR).enumerate() {
+                    let at = p * MR + (d0 + d) * cs;
+                    lane[..live].copy_from_slice(&src[at..at + live]);
+                }
+            } else {
+                for r in 0..live {
+                    let row = (p * MR + r) * rs;
+                    for (d, lane) in piece.chunks_exact_mut(MR).enumerate() {
+                        lane[r] = src[row + (d0 + d) * cs];
                     }
                 }
             }

@@ -24,9 +24,10 @@ pub enum WeightPacking {
     Off,
     /// Always (CPU f32 models on a CPU with AVX2 and FMA; elsewhere there is nothing to pack).
     On,
-    /// When memory is not short: with checkpointing `Off`; with `Auto`, while every layer keeps
-    /// its activations and those plus the copies fit the budget; never with `On`. Otherwise
-    /// copies made earlier are dropped, so the activations get the memory back.
+    /// While memory is not short: with checkpointing `Off`; with `Auto`, while every batch so
+    /// far had every layer keep its activations and those plus the copies fit the budget; never
+    /// with `On`. The first batch that does not fit drops the copies, and this model packs no
+    /// more under `Auto` (no re-packing, ~1 s at SmolLM2's size, each time batches alternate).
     #[default]
     Auto,
 }
@@ -37,26 +38,33 @@ pub(crate) type PackedLayers = Vec<[Arc<PackedProjection>; 4]>;
 /// A model's packed copies, made on first use and shared by its clones (weights never change in
 /// place; [`Model::merge`] gives the merged model a fresh cache).
 #[derive(Clone, Default)]
-pub(crate) struct PackedCache(Arc<Mutex<Option<Arc<PackedLayers>>>>);
+pub(crate) struct PackedCache(Arc<Mutex<CacheState>>);
+
+#[derive(Default)]
+struct CacheState {
+    layers: Option<Arc<PackedLayers>>,
+    /// `Auto` found a batch that did not fit: it packs no more.
+    auto_gave_up: bool,
+}
 
 impl PackedCache {
-    /// The copies, if made.
-    pub(crate) fn get(&self) -> Option<Arc<PackedLayers>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    fn state(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn release(&self) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    /// The copies, if made.
+    pub(crate) fn get(&self) -> Option<Arc<PackedLayers>> {
+        self.state().layers.clone()
     }
 
     /// The copies, made now if needed; `None` when the model's weights cannot be packed (not
     /// CPU f32, or a CPU without the kernel).
     fn ensure(&self, model: &Model) -> Result<Option<Arc<PackedLayers>>, ModelError> {
-        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
-            *slot = pack(model)?.map(Arc::new);
+        let mut state = self.state();
+        if state.layers.is_none() {
+            state.layers = pack(model)?.map(Arc::new);
         }
-        Ok(slot.clone())
+        Ok(state.layers.clone())
     }
 }
 
@@ -117,19 +125,25 @@ impl Model {
         let wanted = match packing {
             WeightPacking::Off => false,
             WeightPacking::On => true,
-            WeightPacking::Auto => match checkpointing {
-                Checkpointing::Off => true,
-                Checkpointing::On => false,
-                Checkpointing::Auto { budget_bytes } => {
-                    saved_layers == layers
-                        && layers.saturating_mul(saved_bytes).saturating_add(packed_weight_bytes(&self.cfg)) <= budget_bytes
-                }
-            },
+            WeightPacking::Auto => {
+                let fits = match checkpointing {
+                    Checkpointing::Off => true,
+                    Checkpointing::On => false,
+                    Checkpointing::Auto { budget_bytes } => {
+                        saved_layers == layers
+                            && layers.saturating_mul(saved_bytes).saturating_add(packed_weight_bytes(&self.cfg))
+                                <= budget_bytes
+                    }
+                };
+                let mut state = self.packed.state();
+                state.auto_gave_up |= !fits;
+                !state.auto_gave_up
+            }
         };
         if wanted {
             self.packed.ensure(self)
         } else {
-            self.packed.release();
+            self.packed.state().layers = None;
             Ok(None)
         }
     }
@@ -156,15 +170,16 @@ mod tests {
         assert_eq!(m.packed_weight_bytes_held(), held);
     }
 
-    /// (packing, checkpointing, saved layers, bytes per saved layer) → packed?
+    /// (packing, checkpointing, saved layers, bytes per saved layer) → packed?, each on a fresh
+    /// model.
     #[test]
     fn the_policy_packs_only_where_memory_allows() {
-        let m = model();
-        if m.packed_for_training(WeightPacking::On, Checkpointing::Off, 0, 0).unwrap().is_none() {
+        if model().packed_for_training(WeightPacking::On, Checkpointing::Off, 0, 0).unwrap().is_none() {
             return; // no kernel on this CPU: nothing is ever packed
         }
-        let l = m.cfg.num_hidden_layers;
-        let need = packed_weight_bytes(&m.cfg);
+        let cfg = model().cfg;
+        let l = cfg.num_hidden_layers;
+        let need = packed_weight_bytes(&cfg);
         let budget = |b| Checkpointing::Auto { budget_bytes: b };
         let table = [
             (WeightPacking::Off, Checkpointing::Off, l, 0, false),
@@ -176,11 +191,26 @@ mod tests {
             (WeightPacking::Auto, budget(usize::MAX), l - 1, 100, false),
         ];
         for (packing, ckpt, saved, bytes, want) in table {
+            let m = model();
             let got = m.packed_for_training(packing, ckpt, saved, bytes).unwrap();
             assert_eq!(got.is_some(), want, "{packing:?} {ckpt:?} saved {saved} × {bytes}");
-            // A refusal drops what was made: the cache follows the last decision.
             assert_eq!(m.packed.get().is_some(), want, "cache after {packing:?} {ckpt:?}");
         }
+    }
+
+    /// Auto drops the copies at the first batch that does not fit and packs no more; `On` and
+    /// `Off` still decide for themselves.
+    #[test]
+    fn auto_gives_up_at_the_first_batch_that_does_not_fit() {
+        let m = model();
+        let l = m.cfg.num_hidden_layers;
+        let fits = Checkpointing::Auto { budget_bytes: usize::MAX };
+        let Some(_) = m.packed_for_training(WeightPacking::Auto, fits, l, 100).unwrap() else { return };
+        assert!(m.packed_for_training(WeightPacking::Auto, fits, l - 1, 100).unwrap().is_none());
+        assert!(m.packed.get().is_none(), "the copies were dropped");
+        assert!(m.packed_for_training(WeightPacking::Auto, fits, l, 100).unwrap().is_none(), "auto packed again");
+        assert!(m.packed_for_training(WeightPacking::On, fits, l, 100).unwrap().is_some());
+        assert!(m.packed_for_training(WeightPacking::Off, fits, l, 100).unwrap().is_none());
     }
 
     #[test]
