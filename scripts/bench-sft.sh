@@ -5,6 +5,7 @@
 #   scripts/bench-sft.sh [--shape smollm2-135m|qwen3-0.6b] [--mode sft|grpo] [--seq N]
 #       [--group-size G] [--prompt-tokens P] [--completion-tokens C] [--rank R] [--steps N]
 #       [--warmup N] [--checkpointing off|on|auto] [--budget-mib M] [--share-prompts on|off]
+#       [--weight-packing auto|on|off]
 #       [--peft-qwen] [--no-peft] [--floor] [--rounds N]
 #   scripts/bench-sft.sh [SEQ] [RANK] [STEPS]          (the old form: SmolLM2 SFT)
 #
@@ -13,6 +14,8 @@
 # sft: one sequence of SEQ tokens, every token a label. grpo: one micro-batch of G completions of
 # C tokens after a shared P-token prompt (defaults 6 × (1700 + 300)), loss on completion tokens only;
 # asrl-rs runs that prompt once for the group unless --share-prompts off (PEFT/TRL run it per row).
+# --weight-packing (asrl-rs, default auto): frozen projections packed once for the CPU product
+# kernel, `[engine] weight_packing` (docs/config.md); its copies count in asrl-rs's peak RSS.
 # tok/s counts every token through the forward (rows × tokens per row / step seconds).
 # --floor (sft mode): also times the step's dense products alone through the same gemm wrapper
 # (`asrl-tools bench floor`), a floor under our step on this machine; "floor / PEFT" is then the
@@ -34,7 +37,7 @@ PEFT_QWEN=${PEFT_QWEN:-0}
 RUN_PEFT=1 FLOOR=0 ROUNDS=1
 
 SHAPE=smollm2-135m MODE=sft SEQ=256 RANK=32 STEPS=5 WARMUP=1 GROUP=6 PROMPT=1700 COMPLETION=300
-CKPT=auto BUDGET=4096 SHARE=on
+CKPT=auto BUDGET=4096 SHARE=on PACKING=auto
 if [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; then
   SEQ=$1; RANK=${2:-$RANK}; STEPS=${3:-$STEPS}
   shift $(( $# < 3 ? $# : 3 ))
@@ -53,6 +56,7 @@ while [ $# -gt 0 ]; do
     --checkpointing) CKPT=$2; shift 2 ;;
     --budget-mib) BUDGET=$2; shift 2 ;;
     --share-prompts) SHARE=$2; shift 2 ;;
+    --weight-packing) PACKING=$2; shift 2 ;;
     --peft-qwen) PEFT_QWEN=1; shift ;;
     --no-peft) RUN_PEFT=0; shift ;;
     --floor) FLOOR=1; shift ;;
@@ -102,7 +106,7 @@ fi
 all_ours=() all_peft=() all_floor=()
 for round in $(seq 1 "$ROUNDS"); do
   [ "$ROUNDS" = 1 ] || echo "-- round $round of $ROUNDS; load: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo n/a)"
-  ours=$("$BIN" bench sft "${common[@]}" --checkpointing "$CKPT" --budget-mib "$BUDGET" --share-prompts "$SHARE")
+  ours=$("$BIN" bench sft "${common[@]}" --checkpointing "$CKPT" --budget-mib "$BUDGET" --share-prompts "$SHARE" --weight-packing "$PACKING")
   echo "$ours"
   ours_tps=$(field "$ours" candle_tokens_per_second)
   ours_peak=$(field "$ours" peak_rss_mib)
