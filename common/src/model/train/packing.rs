@@ -60,9 +60,15 @@ impl PackedCache {
     /// The copies, made now if needed; `None` when the model's weights cannot be packed (not
     /// CPU f32, or a CPU without the kernel).
     fn ensure(&self, model: &Model) -> Result<Option<Arc<PackedLayers>>, ModelError> {
+        if let Some(layers) = self.get() {
+            return Ok(Some(layers));
+        }
+        // Packed outside the lock: packing runs rayon tasks, and a thread waiting on them may
+        // pick up another task that asks for the lock.
+        let made = pack(model)?.map(Arc::new);
         let mut state = self.state();
         if state.layers.is_none() {
-            state.layers = pack(model)?.map(Arc::new);
+            state.layers = made;
         }
         Ok(state.layers.clone())
     }
