@@ -260,7 +260,7 @@ impl Model {
         // Its weights change below: the packed copies of these ones are not its.
         merged.packed = PackedCache::default();
         for (i, layer) in merged.layers.iter_mut().enumerate() {
-            for s in [Stack::Qkv, Stack::O, Stack::GateUp, Stack::Down] {
+            for s in Stack::ALL {
                 let mut parts = Vec::new();
                 let mut changed = false;
                 for &t in stack_members(s) {

@@ -33,6 +33,16 @@ pub(super) enum Stack {
     Down,
 }
 
+impl Stack {
+    /// A layer's stacked tensors, in declaration order.
+    pub(super) const ALL: [Stack; 4] = [Stack::Qkv, Stack::O, Stack::GateUp, Stack::Down];
+
+    /// Position in [`Stack::ALL`].
+    pub(super) fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// The stacked tensor holding `t` and its row range there.
 pub(super) fn proj_rows(cfg: &ModelConfig, t: LoraTarget) -> (Stack, usize, usize) {
     let q = cfg.num_attention_heads * cfg.head_dim;

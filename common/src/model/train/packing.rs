@@ -32,7 +32,7 @@ pub enum WeightPacking {
     Auto,
 }
 
-/// Per layer, per stacked projection (q|k|v, o, gate|up, down).
+/// Per layer, per stacked projection in [`Stack::ALL`] order.
 pub(crate) type PackedLayers = Vec<[Arc<PackedProjection>; 4]>;
 
 /// A model's packed copies, made on first use and shared by its clones (weights never change in
@@ -74,13 +74,6 @@ impl PackedCache {
     }
 }
 
-const STACKS: [Stack; 4] = [Stack::Qkv, Stack::O, Stack::GateUp, Stack::Down];
-
-/// Position of `s` in a [`PackedLayers`] entry.
-pub(super) fn stack_index(s: Stack) -> usize {
-    STACKS.iter().position(|&x| x == s).expect("every stack is listed")
-}
-
 fn pack(model: &Model) -> Result<Option<PackedLayers>, ModelError> {
     if !model.device.is_cpu() || model.dtype != DType::F32 {
         return Ok(None);
@@ -88,7 +81,7 @@ fn pack(model: &Model) -> Result<Option<PackedLayers>, ModelError> {
     let mut layers = Vec::with_capacity(model.layers.len());
     for layer in &model.layers {
         let mut packed = Vec::with_capacity(4);
-        for s in STACKS {
+        for s in Stack::ALL {
             let w = layer.stacked(s).contiguous()?;
             let (out, inp) = w.dims2()?;
             let data = w.flatten_all()?.to_vec1::<f32>()?;
@@ -165,6 +158,13 @@ mod tests {
     fn model() -> Model {
         let cfg = tiny_config(Arch::Qwen3, true);
         Model::from_tensors(cfg.clone(), random_tensors(&cfg, 3).unwrap(), &Device::Cpu, DType::F32).unwrap()
+    }
+
+    #[test]
+    fn a_stack_indexes_its_place_in_the_list() {
+        for (i, s) in Stack::ALL.into_iter().enumerate() {
+            assert_eq!(s.index(), i, "{s:?}");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use asrl_ops::rope::RopeTables;
 use candle_core::Tensor;
 
 use super::batch::ScoringBatch;
-use super::packing::{stack_index, PackedLayers};
+use super::packing::PackedLayers;
 use crate::config::LoraTarget;
 use crate::model::dropout::DropoutMasks;
 use crate::model::weights::Stack;
@@ -129,7 +129,7 @@ impl Plan {
 
     /// Layer `layer`'s stacked projection `s` packed for the CPU kernel, when this pass uses them.
     pub fn packed(&self, layer: usize, s: Stack) -> Option<Arc<PackedProjection>> {
-        self.packed.as_ref().map(|p| p[layer][stack_index(s)].clone())
+        self.packed.as_ref().map(|p| p[layer][s.index()].clone())
     }
 
     pub fn lora(&self, layer: usize, t: LoraTarget) -> Option<&Lora> {
