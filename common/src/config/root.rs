@@ -162,6 +162,11 @@ impl AsrlConfig {
         if !(self.optimizer.lr.is_finite() && self.optimizer.lr > 0.0) {
             return bad("optimizer.lr", format!("is {}: must be finite and > 0", self.optimizer.lr));
         }
+        if let Some(lr) = self.optimizer.grpo_lr {
+            if !(lr.is_finite() && lr > 0.0) {
+                return bad("optimizer.grpo_lr", format!("is {lr}: must be finite and > 0 (or left out to use optimizer.lr)"));
+            }
+        }
         if !(0.0..=1.0).contains(&self.optimizer.grpo_lr_floor) {
             return bad("optimizer.grpo_lr_floor", format!("is {}: must be in [0, 1]", self.optimizer.grpo_lr_floor));
         }
@@ -351,6 +356,18 @@ mod tests {
         assert!(msg.contains("grpo.groups_per_step"), "{msg}");
         let msg = parse("[data]\ntrain_fraction = 0.95\n").unwrap_err().to_string();
         assert!(msg.contains("data.train_fraction"), "{msg}");
+    }
+
+    #[test]
+    fn grpo_lr_defaults_to_lr_and_is_checked() {
+        let cfg = parse("[optimizer]\nlr = 1e-3\n").unwrap();
+        assert_eq!((cfg.optimizer.grpo_lr, cfg.optimizer.grpo_peak_lr()), (None, 1e-3));
+        let cfg = parse("[optimizer]\nlr = 1e-3\ngrpo_lr = 2e-4\n").unwrap();
+        assert_eq!(cfg.train_config().optimiser.grpo_peak_lr(), 2e-4);
+        for bad in ["0.0", "-1e-4", "nan"] {
+            let msg = parse(&format!("[optimizer]\ngrpo_lr = {bad}\n")).unwrap_err().to_string();
+            assert!(msg.contains("optimizer.grpo_lr"), "{bad}: {msg}");
+        }
     }
 
     #[test]

@@ -108,8 +108,11 @@ pub struct OptimiserConfig {
     /// Peak learning rate. Default 1e-4: a LoRA-appropriate value for the demo. The paper's
     /// full-model value 1e-6 barely moves a LoRA adapter; use [`OptimiserConfig::paper`] for it.
     pub lr: f64,
-    /// During GRPO the LR decays linearly from `lr` to `lr * grpo_lr_floor` over the phase's
-    /// planned steps, and resets at the next epoch. SFT is constant. Default 0.1.
+    /// Peak learning rate of the GRPO phase; `None` (the default) uses `lr`. GRPO's updates are
+    /// noisier than SFT's, and a peak that suits SFT can undo the format SFT just taught.
+    pub grpo_lr: Option<f64>,
+    /// During GRPO the LR decays linearly from its peak to `peak * grpo_lr_floor` over the
+    /// phase's planned steps, and resets at the next epoch. SFT is constant. Default 0.1.
     pub grpo_lr_floor: f64,
     pub beta1: f64,
     pub beta2: f64,
@@ -126,6 +129,7 @@ impl Default for OptimiserConfig {
     fn default() -> Self {
         Self {
             lr: 1e-4,
+            grpo_lr: None,
             grpo_lr_floor: 0.1,
             beta1: 0.9,
             beta2: 0.999,
@@ -141,6 +145,11 @@ impl OptimiserConfig {
     /// The paper's learning rate (1e-6), everything else as the default.
     pub fn paper() -> Self {
         Self { lr: 1e-6, ..Self::default() }
+    }
+
+    /// The GRPO phase's peak learning rate: `grpo_lr`, or `lr` when it is not set.
+    pub fn grpo_peak_lr(&self) -> f64 {
+        self.grpo_lr.unwrap_or(self.lr)
     }
 }
 

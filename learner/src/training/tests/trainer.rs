@@ -107,6 +107,26 @@ fn grpo_raises_a_rule_reward() {
 }
 
 #[test]
+fn sft_and_grpo_steps_use_their_own_peak_lr() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path().to_path_buf());
+    cfg.optimiser.lr = 0.1;
+    cfg.optimiser.grpo_lr = Some(0.02);
+    cfg.sft.grad_accum_steps = 1;
+    let mut t = Trainer::new(Bigram::new(6, 3), cfg, 1.0, 5, 0, TrainerLog::disabled()).unwrap();
+    t.begin_phase(0, Phase::Sft, 0).unwrap();
+    let ex = SftExample::from_prompt_response(&[1], &[2, 3]);
+    let sft = t.sft_micro_step(std::slice::from_ref(&ex)).unwrap().expect("one step");
+    assert_eq!(sft.core.lr, 0.1);
+    t.end_phase().unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    t.begin_phase(0, Phase::Grpo, 10).unwrap();
+    let g = sample_group(t.policy(), &[1], 4, 5, 0, t.adapter_version(), &mut rng);
+    let grpo = t.grpo_step(std::slice::from_ref(&g)).unwrap();
+    assert!((grpo[0].core.lr - 0.02).abs() < 1e-15, "GRPO starts at grpo_lr: {}", grpo[0].core.lr);
+}
+
+#[test]
 fn grpo_drops_stale_completions_and_runs_mu_passes() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = test_config(dir.path().to_path_buf());

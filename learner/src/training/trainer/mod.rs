@@ -98,7 +98,7 @@ impl<P: Policy> Trainer<P> {
             policy.trainable(),
             AdamWParams { beta1: o.beta1, beta2: o.beta2, eps: o.eps, weight_decay: o.weight_decay },
         )?;
-        let schedule = LrSchedule { base_lr: o.lr, grpo_floor: o.grpo_lr_floor };
+        let schedule = LrSchedule { sft_lr: o.lr, grpo_lr: o.grpo_peak_lr(), grpo_floor: o.grpo_lr_floor };
         let rng = ChaCha8Rng::seed_from_u64(seed);
         let state = TrainerState::new(rng.get_seed());
         let temperature = if temperature > 0.0 { temperature } else { 1.0 };
