@@ -426,6 +426,7 @@ mod tests {
         assert_eq!(demo.workers.devices.len(), 2);
         assert!(demo.sampling.max_new_tokens <= 128);
         assert_eq!(demo.schedule.epochs, 3);
+        assert!(demo.optimizer.grpo_peak_lr() < demo.optimizer.lr, "the demo damps GRPO");
         assert!(demo.data.path.is_some());
         assert_eq!(demo.train_config().checkpoint.dir, Path::new("runs/demo-cpu/checkpoints"));
     }
