@@ -105,7 +105,8 @@ impl Default for GrpoConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OptimiserConfig {
-    /// Peak learning rate. Default 1e-4: a LoRA-appropriate value for the demo. The paper's
+    /// SFT's learning rate, and GRPO's peak unless `grpo_lr` is set. Default 1e-4: a
+    /// LoRA-appropriate value for the demo. The paper's
     /// full-model value 1e-6 barely moves a LoRA adapter; use [`OptimiserConfig::paper`] for it.
     pub lr: f64,
     /// Peak learning rate of the GRPO phase; `None` (the default) uses `lr`. GRPO's updates are
